@@ -1,0 +1,5 @@
+"""``python -m ctdid`` runs the command-line interface."""
+
+from ctdid.cli import main
+
+main()

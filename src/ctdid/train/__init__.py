@@ -1,0 +1,1 @@
+"""ctdid.train."""
