@@ -36,9 +36,8 @@ def test_dir_replaced_only_when_complete(tmp_path: Path) -> None:
     with atomic_dir(target) as tmp:
         (tmp / "1.dcm").write_bytes(b"x")
     assert sorted(p.name for p in target.iterdir()) == ["1.dcm"]
-    with pytest.raises(OutputExistsError):
-        with atomic_dir(target) as tmp:
-            pass
+    with pytest.raises(OutputExistsError), atomic_dir(target) as tmp:
+        pass
     with pytest.raises(RuntimeError), atomic_dir(target, overwrite=True) as tmp:
         (tmp / "2.dcm").write_bytes(b"y")
         raise RuntimeError("crash mid-write")
@@ -47,3 +46,18 @@ def test_dir_replaced_only_when_complete(tmp_path: Path) -> None:
         (tmp / "2.dcm").write_bytes(b"y")
     assert sorted(p.name for p in target.iterdir()) == ["2.dcm"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_outputs_get_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

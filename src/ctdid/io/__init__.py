@@ -100,13 +100,20 @@ def read_volume(
     """
     p = Path(path)
     raw_given = shape is not None or dtype is not None
-    fmt = format or ("raw" if raw_given else detect_read_format(p))
+    if format is not None:
+        fmt = format
+    else:
+        fmt = detect_read_format(p) if p.exists() else "raw"
+        if raw_given and fmt not in ("raw", "metaimage"):
+            fmt = "raw"  # --shape/--dtype: headerless data, whatever the suffix
     if fmt not in READ_FORMATS:
         raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(READ_FORMATS)}")
     if not p.exists():
         raise InputError("no such file or folder", path=p)
-    if fmt != "raw" and raw_given and fmt != "metaimage":
+    if fmt not in ("raw", "metaimage") and raw_given:
         raise InputError(f"--shape/--dtype apply to raw data, not to {fmt}", path=p)
+    if fmt == "metaimage" and shape is not None:
+        raise InputError("--shape does not apply to MetaImage (its header has DimSize)", path=p)
     try:
         return _read(
             p,

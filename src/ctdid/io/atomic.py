@@ -18,6 +18,12 @@ from ctdid.errors import OutputExistsError
 __all__ = ["atomic_dir", "atomic_file", "check_output"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Refuse an existing output unless ``overwrite``; make sure the parent folder exists.
 
@@ -51,6 +57,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         if p.exists() and not overwrite:  # appeared while we were writing
@@ -72,6 +79,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     """
     p = check_output(path, overwrite=overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp
         old: Path | None = None
