@@ -62,7 +62,7 @@ def test_shape_mismatch_and_broken_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such"):
         ResultReader(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="run.json"):
+    with pytest.raises(InputError, match=r"run\.json"):
         ResultReader(tmp_path / "empty")
     (tmp_path / "r" / "run.json").write_text("{broken")
     with pytest.raises(InputError, match="unreadable"):
