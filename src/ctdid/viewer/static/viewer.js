@@ -1,0 +1,777 @@
+/* ctdid viewer: browse, compare, measure and pick DID candidates.
+ *
+ * Slices arrive as raw little-endian int16 HU; window/level is a lookup table from HU to grey
+ * applied here, in the browser: grey = clip(floor((HU - low) * 255 / (high - low) + 0.5), 0, 255),
+ * the same mapping as ctdid.io.png.window_to_uint8.  No build step, no dependencies.
+ */
+(function () {
+  "use strict";
+
+  const PRESETS = {
+    abdomen: [400, 40], liver: [150, 90], lung: [1500, -600], bone: [1800, 400], brain: [80, 40],
+  };
+  const PRESET_KEYS = ["abdomen", "liver", "lung", "bone", "brain"];
+  const MAX_INFLIGHT = 6;
+  const CACHE_BYTES = 384 * 1024 * 1024;
+  const POLL_MS = 1000;
+  const NATIVE_RANGE_KEYS = new Set([
+    "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End",
+  ]);
+
+  const token = new URLSearchParams(location.search).get("token");
+  const $ = (id) => document.getElementById(id);
+
+  const S = {
+    doc: null, status: "loading", order: [], records: new Map(), defaultId: null,
+    nz: 1, ny: 0, nx: 0, z: 0, idx: 0, curId: null,
+    low: -160, high: 240, preset: "abdomen",
+    lut: new Uint32Array(65536),
+    compare: false, flip: false, flipRef: "input",
+    zoom: 1, panX: 0, panY: 0,
+    tool: "pan", rois: { A: null, B: null },
+    cache: new Map(), queue: [], inflight: new Map(), cacheLimit: 64,
+    views: [], picks: {},
+    timings: [], firstPaintMs: null, drawCount: 0, errors: [],
+  };
+
+  /* ---------- network ---------- */
+
+  function api(path, opts) {
+    opts = opts || {};
+    const headers = Object.assign({}, opts.headers || {});
+    if (token) headers["X-CTDID-Token"] = token;
+    return fetch(path, Object.assign({}, opts, { headers: headers, cache: "no-store" }));
+  }
+
+  async function postJSON(path, body) {
+    const r = await api(path, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    let doc = null;
+    try { doc = await r.json(); } catch (e) { doc = { error: r.statusText }; }
+    return { status: r.status, ok: r.ok, doc: doc };
+  }
+
+  function showError(title, message) {
+    $("error").hidden = false;
+    $("error-title").textContent = title;
+    $("error-message").textContent = message;
+  }
+  function clearError() { $("error").hidden = true; }
+
+  /* ---------- slice cache and loading ---------- */
+
+  const key = (cand, z) => cand + ":" + z;
+
+  function cached(cand, z) {
+    const k = key(cand, z);
+    const d = S.cache.get(k);
+    if (d !== undefined) { S.cache.delete(k); S.cache.set(k, d); }
+    return d;
+  }
+
+  function store(k, data) {
+    S.cache.set(k, data);
+    while (S.cache.size > S.cacheLimit) {
+      const oldest = S.cache.keys().next().value;
+      S.cache.delete(oldest);
+    }
+  }
+
+  function want(cands, z, front) {
+    const keys = [];
+    for (const c of cands) {
+      const k = key(c, z);
+      if (!S.cache.has(k) && !S.inflight.has(k)) keys.push(k);
+    }
+    const rest = S.queue.filter((k) => keys.indexOf(k) < 0);
+    S.queue = front ? keys.concat(rest) : rest.concat(keys);
+    pump();
+  }
+
+  function pump() {
+    while (S.inflight.size < MAX_INFLIGHT && S.queue.length) {
+      const k = S.queue.shift();
+      if (S.cache.has(k) || S.inflight.has(k)) continue;
+      const sep = k.lastIndexOf(":");
+      const cand = k.slice(0, sep);
+      const z = Number(k.slice(sep + 1));
+      const p = api("/api/slice/" + cand + "/" + z)
+        .then(async (r) => {
+          if (!r.ok) {
+            let msg = r.statusText;
+            try { msg = (await r.json()).error || msg; } catch (e) { /* keep */ }
+            throw new Error("slice " + cand + "/" + z + ": " + msg);
+          }
+          const buf = await r.arrayBuffer();
+          store(k, new Int16Array(buf));
+          if (isVisible(cand, z)) render();
+        })
+        .catch((e) => { S.errors.push(String(e)); setStatusNote(String(e.message || e)); })
+        .finally(() => { S.inflight.delete(k); pump(); });
+      S.inflight.set(k, p);
+    }
+  }
+
+  function isVisible(cand, z) {
+    if (z !== S.z) return false;
+    return S.views.some((v) => String(sourceOf(v)) === String(cand));
+  }
+
+  /* Candidates of the visible slice first (nearest the slider first), then neighbours. */
+  function requestSlices() {
+    if (!S.nx) return;
+    const visible = S.views.map(sourceOf).filter((c) => c !== null);
+    want(visible, S.z, true);
+    const byDistance = S.order.slice().map((id, i) => [Math.abs(i - S.idx), id])
+      .sort((a, b) => a[0] - b[0]).map((p) => p[1]);
+    want(byDistance.concat(["input"]), S.z, false);
+    if (S.nz > 1 && S.curId !== null) {
+      for (let d = 1; d <= 2; d++) {
+        if (S.z + d < S.nz) want([S.curId], S.z + d, false);
+        if (S.z - d >= 0) want([S.curId], S.z - d, false);
+      }
+    }
+  }
+
+  /* ---------- window/level ---------- */
+
+  function buildLut() {
+    const lo = S.low, hi = S.high, range = hi - lo, lut = S.lut;
+    for (let i = 0; i < 65536; i++) {
+      // same operation order as window_to_uint8, so that ties round identically
+      let g = Math.floor((i - 32768 - lo) * 255 / range + 0.5);
+      g = g < 0 ? 0 : g > 255 ? 255 : g;
+      lut[i] = (0xff000000 | (g << 16) | (g << 8) | g) >>> 0;
+    }
+    const w = hi - lo, l = (hi + lo) / 2;
+    $("readout-wl").textContent = "W " + fmt(w, 0) + " L " + fmt(l, 0) +
+      " [" + fmt(lo, 0) + ", " + fmt(hi, 0) + "] HU" + (S.preset ? " (" + S.preset + ")" : "");
+    document.querySelectorAll("#presets button").forEach((b) => {
+      b.classList.toggle("active", b.dataset.preset === S.preset);
+    });
+  }
+
+  function setWindow(width, level, preset) {
+    width = Math.max(1, width);
+    S.low = level - width / 2;
+    S.high = level + width / 2;
+    S.preset = preset || null;
+    buildLut();
+    render();
+  }
+
+  /* ---------- views ---------- */
+
+  function makeView(role) {
+    const el = document.createElement("div");
+    el.className = "view";
+    el.dataset.role = role;
+    el.innerHTML = '<div class="stage"><canvas></canvas>' +
+      '<svg xmlns="http://www.w3.org/2000/svg"></svg></div>' +
+      '<div class="label"></div><div class="loading"></div>';
+    const canvas = el.querySelector("canvas");
+    const v = {
+      role: role, el: el, stage: el.querySelector(".stage"), canvas: canvas,
+      ctx: canvas.getContext("2d", { alpha: false }), svg: el.querySelector("svg"),
+      label: el.querySelector(".label"), loading: el.querySelector(".loading"),
+      image: null, u32: null, shown: null,
+    };
+    attachPointer(v);
+    return v;
+  }
+
+  function sourceOf(v) {
+    if (v.role === "input") return "input";
+    if (v.role === "default") return S.defaultId;
+    if (S.flip) return S.flipRef === "input" ? "input" : S.defaultId;
+    return S.curId === null ? "input" : S.curId;
+  }
+
+  function layoutViews() {
+    const roles = S.compare ? ["input", "default", "current"] : ["current"];
+    const box = $("views");
+    if (S.views.length !== roles.length || S.views.some((v, i) => v.role !== roles[i])) {
+      box.innerHTML = "";
+      S.views = roles.map(makeView);
+      S.views.forEach((v) => box.appendChild(v.el));
+    }
+    S.views.forEach((v) => {
+      if (v.canvas.width !== S.nx || v.canvas.height !== S.ny) {
+        v.canvas.width = S.nx;
+        v.canvas.height = S.ny;
+        v.image = null;
+      }
+      v.svg.setAttribute("viewBox", "0 0 " + S.nx + " " + S.ny);
+      v.el.classList.toggle("pan", S.tool === "pan");
+    });
+    applyTransform();
+  }
+
+  function viewScale(v) {
+    const w = v.el.clientWidth, h = v.el.clientHeight;
+    const fit = Math.min(w / S.nx, h / S.ny);
+    return { s: fit * S.zoom, w: w, h: h };
+  }
+
+  function applyTransform() {
+    for (const v of S.views) {
+      if (!S.nx) continue;
+      const t = viewScale(v);
+      const tx = (t.w - S.nx * t.s) / 2 + S.panX;
+      const ty = (t.h - S.ny * t.s) / 2 + S.panY;
+      v.stage.style.width = S.nx + "px";
+      v.stage.style.height = S.ny + "px";
+      v.stage.style.transform = "translate(" + tx + "px," + ty + "px) scale(" + t.s + ")";
+    }
+  }
+
+  function toImage(v, ev) {
+    const r = v.canvas.getBoundingClientRect();
+    return [(ev.clientX - r.left) / r.width * S.nx, (ev.clientY - r.top) / r.height * S.ny];
+  }
+
+  /* ---------- drawing ---------- */
+
+  function drawView(v) {
+    const cand = sourceOf(v);
+    const data = cand === null ? undefined : cached(cand, S.z);
+    v.label.textContent = labelOf(v, cand);
+    if (data === undefined) {
+      v.loading.textContent = cand === null ? "no candidate yet" : "loading…";
+      return false;
+    }
+    v.loading.textContent = "";
+    if (v.image === null) {
+      v.image = v.ctx.createImageData(S.nx, S.ny);
+      v.u32 = new Uint32Array(v.image.data.buffer);
+    }
+    const lut = S.lut, out = v.u32, n = data.length;
+    for (let i = 0; i < n; i++) out[i] = lut[data[i] + 32768];
+    v.ctx.putImageData(v.image, 0, 0);
+    v.shown = String(cand);
+    v.canvas.dataset.shown = v.shown;
+    return true;
+  }
+
+  function labelOf(v, cand) {
+    if (cand === "input") return "input";
+    if (cand === null) return v.role;
+    const i = S.order.indexOf(cand);
+    const tag = cand === S.defaultId ? "default" : "candidate " + (i + 1);
+    return (v.role === "current" && !S.flip ? "" : v.role + ": ") + tag;
+  }
+
+  function render() {
+    if (!S.nx) return false;
+    let all = true;
+    for (const v of S.views) all = drawView(v) && all;
+    if (all && S.firstPaintMs === null) {
+      S.firstPaintMs = performance.now();
+      document.body.dataset.firstPaint = String(S.firstPaintMs);
+    }
+    S.drawCount++;
+    updateRoiStats();
+    return all;
+  }
+
+  /* ---------- candidate and slice selection ---------- */
+
+  function setIndex(i, timed) {
+    const n = S.order.length;
+    if (!n) return;
+    i = Math.max(0, Math.min(n - 1, i | 0));
+    const t0 = performance.now();
+    S.idx = i;
+    S.curId = S.order[i];
+    $("cand-slider").value = String(i);
+    const drawn = render();
+    const t1 = performance.now();
+    if (timed && drawn) S.timings.push(t1 - t0);
+    updateInfo();
+    requestSlices();
+  }
+
+  function setSlice(z) {
+    z = Math.max(0, Math.min(S.nz - 1, z | 0));
+    if (z === S.z) return;
+    S.z = z;
+    $("slice-slider").value = String(z);
+    $("slice-index").textContent = (z + 1) + " / " + S.nz;
+    requestSlices();
+    render();
+  }
+
+  function updateInfo() {
+    const n = S.order.length;
+    const rec = S.records.get(S.curId);
+    $("cand-index").textContent = n ? "candidate " + (S.idx + 1) + " / " + n : "no candidates yet";
+    $("cand-index").dataset.index = String(S.idx);
+    if (rec) {
+      $("cand-info").textContent = "id " + rec.id + " · " + rec.direction + " · strength " +
+        (rec.strength >= 0 ? "+" : "") + fmt(rec.strength, 2) + " · step " + rec.step;
+      const L = rec.labels || {};
+      const parts = [];
+      if (L.noise_hu !== undefined) parts.push("noise " + fmt(L.noise_hu, 1) + " HU");
+      if (L.mtf50_per_mm !== undefined) parts.push("MTF50 " + fmt(L.mtf50_per_mm, 3) + " /mm");
+      for (const k of Object.keys(L)) {
+        if (k !== "noise_hu" && k !== "mtf50_per_mm") parts.push(k + " " + fmt(L[k], 3));
+      }
+      $("cand-labels").textContent = parts.length ? parts.join(" · ") : "no labels";
+    } else {
+      $("cand-info").textContent = "–";
+      $("cand-labels").textContent = "–";
+    }
+    const mark = $("default-mark");
+    const di = S.order.indexOf(S.defaultId);
+    mark.hidden = di < 0;
+    if (di >= 0) {
+      const frac = n > 1 ? di / (n - 1) : 0.5;
+      mark.style.left = "calc(" + (frac * 100) + "% + " + (8 - 16 * frac) + "px)";
+    }
+    drawTradeoff();
+  }
+
+  function fmt(x, d) {
+    return typeof x === "number" && isFinite(x) ? x.toFixed(d) : "–";
+  }
+
+  /* ---------- tradeoff plot ---------- */
+
+  function drawTradeoff() {
+    const svg = $("tradeoff");
+    const W = 260, H = 180, m = { l: 38, r: 8, t: 8, b: 28 };
+    const pts = [];
+    S.order.forEach((id, i) => {
+      const L = (S.records.get(id) || {}).labels || {};
+      if (isFinite(L.noise_hu) && isFinite(L.mtf50_per_mm)) {
+        pts.push({ id: id, i: i, x: L.mtf50_per_mm, y: L.noise_hu });
+      }
+    });
+    const ns = "http://www.w3.org/2000/svg";
+    svg.innerHTML = "";
+    const el = (tag, attrs, text) => {
+      const e = document.createElementNS(ns, tag);
+      for (const a in attrs) e.setAttribute(a, attrs[a]);
+      if (text !== undefined) e.textContent = text;
+      svg.appendChild(e);
+      return e;
+    };
+    if (!pts.length) {
+      el("text", { x: 10, y: H / 2 }, "no noise / MTF50 labels");
+      return;
+    }
+    let x0 = Math.min(...pts.map((p) => p.x)), x1 = Math.max(...pts.map((p) => p.x));
+    let y0 = Math.min(...pts.map((p) => p.y)), y1 = Math.max(...pts.map((p) => p.y));
+    if (x1 - x0 < 1e-9) { x0 -= 0.05; x1 += 0.05; }
+    if (y1 - y0 < 1e-9) { y0 -= 1; y1 += 1; }
+    const X = (x) => m.l + (x - x0) / (x1 - x0) * (W - m.l - m.r);
+    const Y = (y) => H - m.b - (y - y0) / (y1 - y0) * (H - m.t - m.b);
+    el("line", { class: "axis", x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b });
+    el("line", { class: "axis", x1: m.l, y1: m.t, x2: m.l, y2: H - m.b });
+    el("text", { x: m.l, y: H - m.b + 11 }, fmt(x0, 2));
+    el("text", { x: W - m.r, y: H - m.b + 11, "text-anchor": "end" }, fmt(x1, 2));
+    el("text", { x: (W + m.l) / 2, y: H - 4, "text-anchor": "middle" }, "MTF50 (1/mm)");
+    el("text", { x: m.l - 3, y: H - m.b, "text-anchor": "end" }, fmt(y0, 1));
+    el("text", { x: m.l - 3, y: m.t + 8, "text-anchor": "end" }, fmt(y1, 1));
+    el("text", { x: 10, y: (H - m.b + m.t) / 2, transform: "rotate(-90 10 " +
+      ((H - m.b + m.t) / 2) + ")", "text-anchor": "middle" }, "noise (HU)");
+    el("polyline", { class: "line", points: pts.map((p) => X(p.x) + "," + Y(p.y)).join(" ") });
+    for (const p of pts) {
+      const cls = "pt" + (p.id === S.defaultId ? " default" : "") +
+        (p.id === S.curId ? " current" : "");
+      const c = el("circle", { class: cls, cx: X(p.x), cy: Y(p.y), r: p.id === S.curId ? 5 : 3.5 });
+      c.dataset.index = String(p.i);
+      c.addEventListener("click", () => setIndex(p.i, false));
+    }
+  }
+
+  /* ---------- ROI ---------- */
+
+  function roiStats(data, roi) {
+    if (!data || !roi) return null;
+    const xa = Math.min(roi.x0, roi.x1), xb = Math.max(roi.x0, roi.x1);
+    const ya = Math.min(roi.y0, roi.y1), yb = Math.max(roi.y0, roi.y1);
+    const i0 = Math.max(0, Math.floor(xa - 0.5)), i1 = Math.min(S.nx - 1, Math.ceil(xb));
+    const j0 = Math.max(0, Math.floor(ya - 0.5)), j1 = Math.min(S.ny - 1, Math.ceil(yb));
+    const rx = (xb - xa) / 2, ry = (yb - ya) / 2, cx = xa + rx, cy = ya + ry;
+    const circle = roi.shape === "circle";
+    if (circle && (rx <= 0 || ry <= 0)) return { n: 0, mean: NaN, std: NaN };
+    const inside = (i, j) => {
+      const px = i + 0.5, py = j + 0.5;
+      if (!circle) return px >= xa && px <= xb && py >= ya && py <= yb;
+      const u = (px - cx) / rx, w = (py - cy) / ry;
+      return u * u + w * w <= 1;
+    };
+    let n = 0, sum = 0;
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) if (inside(i, j)) { n++; sum += data[j * S.nx + i]; }
+    }
+    if (!n) return { n: 0, mean: NaN, std: NaN };
+    const mean = sum / n;
+    let ss = 0;
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        if (inside(i, j)) { const d = data[j * S.nx + i] - mean; ss += d * d; }
+      }
+    }
+    return { n: n, mean: mean, std: Math.sqrt(ss / n) };
+  }
+
+  function updateRoiStats() {
+    const cand = S.curId === null ? "input" : S.curId;
+    const data = cached(cand, S.z);
+    const st = {};
+    for (const name of ["A", "B"]) {
+      const roi = S.rois[name];
+      const el = $("roi-" + name.toLowerCase());
+      const s = roiStats(data, roi);
+      st[name] = s;
+      if (!roi) el.textContent = name + ": –";
+      else if (!s) el.textContent = name + ": loading…";
+      else {
+        el.textContent = name + ": mean " + fmt(s.mean, 2) + " HU · STD " + fmt(s.std, 2) +
+          " HU · N " + s.n;
+      }
+      if (s) { el.dataset.mean = String(s.mean); el.dataset.std = String(s.std); el.dataset.n = String(s.n); }
+    }
+    const a = st.A, b = st.B;
+    let cnr = NaN;
+    if (a && b && a.n && b.n && a.std + b.std > 0) {
+      cnr = 2 * Math.abs(a.mean - b.mean) / (a.std + b.std);
+    }
+    $("roi-cnr").textContent = "CNR: " + fmt(cnr, 2) +
+      (isFinite(cnr) ? "  (2|mean A − mean B| / (STD A + STD B), as Bai et al.)" : "");
+    $("roi-cnr").dataset.cnr = String(cnr);
+    S.lastRoi = st;
+    drawRois();
+  }
+
+  function drawRois() {
+    const ns = "http://www.w3.org/2000/svg";
+    for (const v of S.views) {
+      v.svg.innerHTML = "";
+      for (const name of ["A", "B"]) {
+        const r = S.rois[name];
+        if (!r) continue;
+        const xa = Math.min(r.x0, r.x1), xb = Math.max(r.x0, r.x1);
+        const ya = Math.min(r.y0, r.y1), yb = Math.max(r.y0, r.y1);
+        const color = name === "A" ? "#ffd54f" : "#80cbc4";
+        let e;
+        if (r.shape === "circle") {
+          e = document.createElementNS(ns, "ellipse");
+          e.setAttribute("cx", (xa + xb) / 2); e.setAttribute("cy", (ya + yb) / 2);
+          e.setAttribute("rx", (xb - xa) / 2); e.setAttribute("ry", (yb - ya) / 2);
+        } else {
+          e = document.createElementNS(ns, "rect");
+          e.setAttribute("x", xa); e.setAttribute("y", ya);
+          e.setAttribute("width", xb - xa); e.setAttribute("height", yb - ya);
+        }
+        e.setAttribute("fill", "none");
+        e.setAttribute("stroke", color);
+        e.setAttribute("stroke-width", "1.5");
+        e.setAttribute("vector-effect", "non-scaling-stroke");
+        v.svg.appendChild(e);
+        const t = document.createElementNS(ns, "text");
+        t.setAttribute("x", xa); t.setAttribute("y", ya - 2);
+        t.setAttribute("fill", color); t.setAttribute("font-size", Math.max(6, S.nx / 40));
+        t.textContent = name;
+        v.svg.appendChild(t);
+      }
+    }
+  }
+
+  /* ---------- pointer: pan, ROI, window/level, HU readout ---------- */
+
+  function attachPointer(v) {
+    let drag = null;
+    v.el.addEventListener("contextmenu", (e) => e.preventDefault());
+    v.el.addEventListener("pointerdown", (e) => {
+      v.el.setPointerCapture(e.pointerId);
+      const focused = document.activeElement;
+      if (focused && focused !== document.body && focused.blur) focused.blur();
+      const p = toImage(v, e);
+      if (e.button === 2) {
+        drag = { kind: "wl", x: e.clientX, y: e.clientY, w: S.high - S.low, l: (S.high + S.low) / 2 };
+      } else if (e.button === 1 || (e.button === 0 && S.tool === "pan")) {
+        drag = { kind: "pan", x: e.clientX, y: e.clientY, px: S.panX, py: S.panY };
+      } else if (e.button === 0) {
+        const name = e.shiftKey ? "B" : "A";
+        S.rois[name] = { shape: S.tool, x0: p[0], y0: p[1], x1: p[0], y1: p[1] };
+        drag = { kind: "roi", name: name };
+      }
+      e.preventDefault();
+    });
+    v.el.addEventListener("pointermove", (e) => {
+      readPixel(v, e);
+      if (!drag) return;
+      if (drag.kind === "wl") {
+        const w = drag.w * Math.exp((e.clientX - drag.x) / 200);
+        const l = drag.l + (e.clientY - drag.y) * drag.w / 400;
+        setWindow(w, l, null);
+      } else if (drag.kind === "pan") {
+        S.panX = drag.px + e.clientX - drag.x;
+        S.panY = drag.py + e.clientY - drag.y;
+        applyTransform();
+      } else if (drag.kind === "roi") {
+        const p = toImage(v, e);
+        const r = S.rois[drag.name];
+        r.x1 = Math.max(0, Math.min(S.nx, p[0]));
+        r.y1 = Math.max(0, Math.min(S.ny, p[1]));
+        r.x0 = Math.max(0, Math.min(S.nx, r.x0));
+        r.y0 = Math.max(0, Math.min(S.ny, r.y0));
+        updateRoiStats();
+      }
+    });
+    const end = () => { drag = null; };
+    v.el.addEventListener("pointerup", end);
+    v.el.addEventListener("pointercancel", end);
+    v.el.addEventListener("pointerleave", () => { $("readout-pixel").textContent = "–"; });
+    v.el.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const dir = e.deltaY > 0 ? 1 : e.deltaY < 0 ? -1 : 0;
+      if (!dir) return;
+      if (e.ctrlKey || e.metaKey) zoomAt(v, e, dir < 0 ? 1.25 : 0.8);
+      else if (S.nz > 1 && !e.shiftKey) setSlice(S.z + dir);
+      else setIndex(S.idx + dir, true);
+    }, { passive: false });
+  }
+
+  function zoomAt(v, e, factor) {
+    const t = viewScale(v);
+    const r = v.el.getBoundingClientRect();
+    const mx = e.clientX - r.left, my = e.clientY - r.top;
+    const tx = (t.w - S.nx * t.s) / 2 + S.panX, ty = (t.h - S.ny * t.s) / 2 + S.panY;
+    const ix = (mx - tx) / t.s, iy = (my - ty) / t.s;
+    const fit = t.s / S.zoom;
+    S.zoom = Math.max(0.25, Math.min(32, S.zoom * factor));
+    const ns = fit * S.zoom;
+    S.panX = mx - ix * ns - (t.w - S.nx * ns) / 2;
+    S.panY = my - iy * ns - (t.h - S.ny * ns) / 2;
+    applyTransform();
+  }
+
+  function readPixel(v, e) {
+    const p = toImage(v, e);
+    const i = Math.floor(p[0]), j = Math.floor(p[1]);
+    const out = $("readout-pixel");
+    if (i < 0 || j < 0 || i >= S.nx || j >= S.ny) { out.textContent = "–"; return; }
+    const cand = sourceOf(v);
+    const data = cand === null ? undefined : cached(cand, S.z);
+    const hu = data ? String(data[j * S.nx + i]) : "…";
+    out.textContent = "x " + i + " y " + j + (S.nz > 1 ? " z " + S.z : "") + ": " + hu + " HU";
+    out.dataset.hu = data ? String(data[j * S.nx + i]) : "";
+  }
+
+  /* ---------- result document ---------- */
+
+  function applyDoc(doc) {
+    const first = S.doc === null;
+    S.doc = doc;
+    S.status = doc.status;
+    S.records = new Map((doc.candidates || []).map((c) => [c.id, c]));
+    S.order = (doc.order || []).filter((id) => S.records.has(id));
+    S.defaultId = doc.default_candidate !== undefined && doc.default_candidate !== null
+      ? doc.default_candidate : null;
+    S.picks = doc.picks || {};
+    const shape = doc.shape_zyx || [1, 0, 0];
+    if (first) {
+      S.nz = shape[0]; S.ny = shape[1]; S.nx = shape[2];
+      S.z = Math.floor(S.nz / 2);
+      S.cacheLimit = Math.max(16, Math.floor(CACHE_BYTES / Math.max(1, S.nx * S.ny * 2)));
+      $("result-name").textContent = doc.result_name || "";
+      $("slice-slider").max = String(S.nz - 1);
+      $("slice-slider").value = String(S.z);
+      $("slice-index").textContent = (S.z + 1) + " / " + S.nz;
+      $("slice-row").hidden = S.nz < 2;
+      layoutViews();
+    }
+    // keep the shown candidate; start at the default one
+    let id = S.curId;
+    if (id === null || !S.records.has(id)) id = S.defaultId !== null ? S.defaultId : null;
+    let idx = id === null ? Math.floor((S.order.length - 1) / 2) : S.order.indexOf(id);
+    if (idx < 0) idx = 0;
+    $("cand-slider").max = String(Math.max(0, S.order.length - 1));
+    const badge = $("run-status");
+    const n = S.order.length;
+    badge.textContent = S.status + (S.status === "running" ? " · " + n + " candidates so far" : " · " + n + " candidates");
+    badge.className = "badge " + S.status;
+    if (S.status === "failed") showError("The run failed", doc.error || "see run.json");
+    showPicks();
+    if (n) {
+      S.idx = idx; S.curId = S.order[idx];
+      $("cand-slider").value = String(idx);
+    }
+    updateInfo();
+    requestSlices();
+    render();
+  }
+
+  async function loadResult() {
+    let r;
+    try {
+      r = await api("/api/result");
+    } catch (e) {
+      showError("The viewer server does not answer", String(e));
+      return null;
+    }
+    let doc = null;
+    try { doc = await r.json(); } catch (e) { doc = { error: r.statusText }; }
+    if (!r.ok) {
+      showError("Cannot load the result (" + r.status + ")", doc.error || r.statusText);
+      $("run-status").textContent = "error";
+      $("run-status").className = "badge failed";
+      return null;
+    }
+    if (S.status !== "failed") clearError();
+    applyDoc(doc);
+    return doc;
+  }
+
+  async function poll() {
+    const doc = await loadResult();
+    if (doc === null || doc.status === "running") setTimeout(poll, doc === null ? 2 * POLL_MS : POLL_MS);
+  }
+
+  /* ---------- pick and export ---------- */
+
+  function setStatusNote(text) { $("pick-status").textContent = text; }
+
+  function showPicks() {
+    const ul = $("picks");
+    ul.innerHTML = "";
+    for (const task of Object.keys(S.picks)) {
+      const p = S.picks[task];
+      const li = document.createElement("li");
+      li.textContent = task + ": candidate id " + p.candidate + " (strength " +
+        fmt(p.strength, 2) + ")";
+      ul.appendChild(li);
+    }
+  }
+
+  async function pick() {
+    const task = $("task").value.trim();
+    if (!task) { setStatusNote("name the task first"); return null; }
+    if (S.curId === null) { setStatusNote("no candidate to pick yet"); return null; }
+    const r = await postJSON("/api/picks", { candidate: S.curId, task: task });
+    if (!r.ok) { setStatusNote("pick failed: " + (r.doc.error || r.status)); return null; }
+    S.picks = r.doc.picks || {};
+    showPicks();
+    setStatusNote("picked candidate id " + S.curId + " for “" + task + "”");
+    return S.curId;
+  }
+
+  async function exportPick(format) {
+    const task = $("task").value.trim();
+    let cand = S.picks[task] ? S.picks[task].candidate : null;
+    if (cand === null) cand = await pick();
+    if (cand === null) return;
+    setStatusNote("exporting " + format + "…");
+    const body = { candidate: cand, format: format, task: task, window: [S.low, S.high] };
+    let r = await postJSON("/api/export", body);
+    if (r.status === 409 && window.confirm(r.doc.error + "\nReplace it?")) {
+      body.overwrite = true;
+      r = await postJSON("/api/export", body);
+    }
+    if (!r.ok) { setStatusNote("export failed: " + (r.doc.error || r.status)); return; }
+    setStatusNote("exported candidate id " + cand + " to " + r.doc.written.join(", "));
+    $("pick-status").dataset.written = r.doc.written.join("\n");
+  }
+
+  /* ---------- wiring ---------- */
+
+  function setCompare(on) {
+    S.compare = on;
+    $("btn-compare").classList.toggle("active", on);
+    layoutViews();
+    requestSlices();
+    render();
+  }
+
+  function setFlip(on) {
+    S.flip = on;
+    $("btn-flip").classList.toggle("active", on);
+    requestSlices();
+    render();
+  }
+
+  function resetView() { S.zoom = 1; S.panX = 0; S.panY = 0; applyTransform(); }
+
+  function wire() {
+    const slider = $("cand-slider");
+    slider.addEventListener("input", () => setIndex(Number(slider.value), true));
+    slider.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      if (e.deltaY) setIndex(S.idx + (e.deltaY > 0 ? 1 : -1), true);
+    }, { passive: false });
+    $("slice-slider").addEventListener("input", (e) => setSlice(Number(e.target.value)));
+    $("default-mark").addEventListener("click", () => setIndex(S.order.indexOf(S.defaultId), false));
+    document.querySelectorAll("#presets button").forEach((b) => {
+      b.addEventListener("click", () => {
+        const p = PRESETS[b.dataset.preset];
+        setWindow(p[0], p[1], b.dataset.preset);
+      });
+    });
+    $("btn-compare").addEventListener("click", () => setCompare(!S.compare));
+    $("btn-flip").addEventListener("click", () => setFlip(!S.flip));
+    $("flip-ref").addEventListener("change", (e) => { S.flipRef = e.target.value; render(); });
+    $("btn-reset").addEventListener("click", resetView);
+    document.querySelectorAll("input[name=tool]").forEach((r) => {
+      r.addEventListener("change", () => { S.tool = r.value; layoutViews(); });
+    });
+    $("btn-clear-roi").addEventListener("click", () => {
+      S.rois = { A: null, B: null };
+      updateRoiStats();
+    });
+    $("btn-pick").addEventListener("click", pick);
+    document.querySelectorAll("button.export").forEach((b) => {
+      b.addEventListener("click", () => exportPick(b.dataset.format));
+    });
+    window.addEventListener("resize", applyTransform);
+    document.addEventListener("keydown", (e) => {
+      const t = e.target;
+      if (t && (t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+      if (t && t.tagName === "INPUT") {
+        if (t.type !== "range" && t.type !== "radio") return; // typing a task name
+        if (t.type === "range" && NATIVE_RANGE_KEYS.has(e.key)) return; // the slider moves
+      }
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      let handled = true;
+      switch (e.key) {
+        case "ArrowLeft": setIndex(S.idx - 1, true); break;
+        case "ArrowRight": setIndex(S.idx + 1, true); break;
+        case "ArrowUp": case "PageUp": setSlice(S.z - 1); break;
+        case "ArrowDown": case "PageDown": setSlice(S.z + 1); break;
+        case "Home": setIndex(0, true); break;
+        case "End": setIndex(S.order.length - 1, true); break;
+        case "f": case "F": setFlip(!S.flip); break;
+        case "c": case "C": setCompare(!S.compare); break;
+        case "d": case "D": setIndex(S.order.indexOf(S.defaultId), false); break;
+        case "0": resetView(); break;
+        default:
+          if (e.key >= "1" && e.key <= "5") {
+            const name = PRESET_KEYS[Number(e.key) - 1];
+            setWindow(PRESETS[name][0], PRESETS[name][1], name);
+          } else handled = false;
+      }
+      if (handled) e.preventDefault();
+    });
+  }
+
+  window.ctdidViewer = {
+    state: S,
+    setIndex: setIndex,
+    setSlice: setSlice,
+    setWindow: setWindow,
+    setCompare: setCompare,
+    setFlip: setFlip,
+    roiStats: roiStats,
+    cached: cached,
+    ready: () => S.firstPaintMs !== null,
+    allCached: () => S.order.every((id) => S.cache.has(key(id, S.z))),
+  };
+
+  wire();
+  buildLut();
+  poll();
+})();
