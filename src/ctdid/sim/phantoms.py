@@ -1,0 +1,492 @@
+"""Procedural 2-D phantoms in HU: QA (water cylinder, disks and edge) and anatomy (abdomen,
+chest) with seeded random variation, low-contrast lesions and fine high-contrast details.
+
+Shapes are painted in order (a later shape replaces what is under it) with anti-aliased edges
+(each pixel's area fraction, from sub-pixel supersampling), so region values are exact HU away
+from edges. Coordinates are in mm with the isocentre at the image centre, ``x`` along columns
+(to the patient's left, as displayed in radiological convention) and ``y`` along rows
+(posterior).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "Lesion",
+    "Phantom",
+    "abdomen_phantom",
+    "chest_phantom",
+    "disk_phantom",
+    "water_cylinder",
+]
+
+AIR_HU = -1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Lesion:
+    """A round insert of a phantom.
+
+    Attributes
+    ----------
+    center : tuple of float
+        Centre ``(row, col)`` in pixels (fractional).
+    radius : float
+        Radius in pixels.
+    contrast : float
+        Value minus the surrounding value, in HU.
+    """
+
+    center: tuple[float, float]
+    radius: float
+    contrast: float
+
+    def mask(self, shape: tuple[int, int], *, scale: float = 1.0) -> NDArray[np.bool_]:
+        """Pixels whose centre lies within ``scale * radius`` of the centre."""
+        rr, cc = np.mgrid[: shape[0], : shape[1]]
+        return (rr - self.center[0]) ** 2 + (cc - self.center[1]) ** 2 <= (scale * self.radius) ** 2
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Phantom:
+    """A phantom slice and its annotations.
+
+    Attributes
+    ----------
+    hu : ndarray, shape (H, W)
+        Float32 HU.
+    spacing : tuple of float
+        Pixel size ``(dy, dx)`` in mm.
+    lesions : tuple of Lesion
+        Inserts to detect or measure (low-contrast lesions, QA disks).
+    flat_roi : tuple of slice
+        A square region of one uniform value (for noise measurements), ``hu[flat_roi]``.
+    masks : dict of str to ndarray of bool
+        Named regions (pixels mostly covered by them).
+    """
+
+    hu: NDArray[np.float32]
+    spacing: tuple[float, float]
+    lesions: tuple[Lesion, ...] = ()
+    flat_roi: tuple[slice, slice] = (slice(0, 0), slice(0, 0))
+    masks: dict[str, NDArray[np.bool_]] = dataclasses.field(default_factory=dict)
+
+
+class _Canvas:
+    """An HU image painted with anti-aliased ellipses given in mm."""
+
+    def __init__(self, shape: int, fov_mm: float, background: float, supersample: int) -> None:
+        if shape < 8:
+            raise ValueError(f"shape must be >= 8 pixels, got {shape}")
+        if not fov_mm > 0:
+            raise ValueError(f"fov_mm must be > 0, got {fov_mm}")
+        self.n = shape
+        self.px = fov_mm / shape
+        self.ss = supersample
+        self.img = np.full((shape, shape), background, dtype=np.float64)
+        self.masks: dict[str, NDArray[np.bool_]] = {}
+
+    def to_px(self, x: float, y: float) -> tuple[float, float]:
+        """(row, col) of a point in mm."""
+        c = (self.n - 1) / 2
+        return (y / self.px + c, x / self.px + c)
+
+    def ellipse(
+        self,
+        cx: float,
+        cy: float,
+        ax: float,
+        ay: float,
+        value: float,
+        *,
+        angle_deg: float = 0.0,
+        name: str | None = None,
+    ) -> None:
+        """Paint an ellipse of semi-axes (ax, ay) mm rotated by angle_deg about its centre."""
+        reach = max(ax, ay) / self.px + 2
+        r0, c0 = self.to_px(cx, cy)
+        rows = slice(max(0, math.floor(r0 - reach)), min(self.n, math.ceil(r0 + reach) + 1))
+        cols = slice(max(0, math.floor(c0 - reach)), min(self.n, math.ceil(c0 + reach) + 1))
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            return
+        sub = (np.arange(self.ss) + 0.5) / self.ss - 0.5
+        rr = np.arange(rows.start, rows.stop)[:, None, None, None] + sub[None, None, :, None]
+        cc = np.arange(cols.start, cols.stop)[None, :, None, None] + sub[None, None, None, :]
+        c = (self.n - 1) / 2
+        x = (cc - c) * self.px - cx
+        y = (rr - c) * self.px - cy
+        t = math.radians(angle_deg)
+        u = x * math.cos(t) + y * math.sin(t)
+        v = -x * math.sin(t) + y * math.cos(t)
+        cover = ((u / ax) ** 2 + (v / ay) ** 2 <= 1).mean(axis=(2, 3))
+        region = self.img[rows, cols]
+        self.img[rows, cols] = region + (value - region) * cover
+        if name is not None:
+            mask = self.masks.setdefault(name, np.zeros((self.n, self.n), dtype=bool))
+            mask[rows, cols] |= cover >= 0.5
+
+    def disk(self, cx: float, cy: float, r: float, value: float, name: str | None = None) -> None:
+        self.ellipse(cx, cy, r, r, value, name=name)
+
+    def lesion(self, cx: float, cy: float, r: float, contrast: float) -> Lesion:
+        row, col = self.to_px(cx, cy)
+        return Lesion((row, col), r / self.px, contrast)
+
+    def roi(self, cx: float, cy: float, half_mm: float) -> tuple[slice, slice]:
+        row, col = self.to_px(cx, cy)
+        h = max(1, round(half_mm / self.px))
+        return (slice(round(row) - h, round(row) + h), slice(round(col) - h, round(col) + h))
+
+    def phantom(self, lesions: list[Lesion], roi: tuple[slice, slice]) -> Phantom:
+        return Phantom(
+            self.img.astype(np.float32), (self.px, self.px), tuple(lesions), roi, self.masks
+        )
+
+
+def water_cylinder(
+    *,
+    shape: int = 512,
+    fov_mm: float = 250.0,
+    diameter_mm: float = 200.0,
+    value: float = 0.0,
+    supersample: int = 4,
+) -> Phantom:
+    """A uniform cylinder in air (water by default), centred.
+
+    Parameters
+    ----------
+    shape : int, optional
+        Image size in pixels (square).
+    fov_mm : float, optional
+        Width of the image in mm; pixel size is ``fov_mm / shape``.
+    diameter_mm : float, optional
+        Cylinder diameter in mm.
+    value : float, optional
+        Cylinder value in HU (0: water).
+    supersample : int, optional
+        Sub-pixel samples per axis for the edge.
+
+    Returns
+    -------
+    Phantom
+        ``flat_roi`` is a central square of half the cylinder radius; masks ``'cylinder'``.
+    """
+    canvas = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    canvas.disk(0.0, 0.0, diameter_mm / 2, value, name="cylinder")
+    return canvas.phantom([], canvas.roi(0.0, 0.0, diameter_mm / 8))
+
+
+def disk_phantom(
+    *,
+    shape: int = 512,
+    fov_mm: float = 250.0,
+    diameter_mm: float = 200.0,
+    supersample: int = 4,
+) -> Phantom:
+    """A water cylinder with contrast disks and a straight edge (QA phantom).
+
+    Six disks of 12 mm radius on the anterior half of a 60 mm ring (air -1000, fat -100, -20,
+    +10, +100 and bone +1000 HU, listed in ``lesions`` with their contrast to water) and a
+    300 HU square insert of 36 mm side rotated by 5 degrees (for edge-spread measurements),
+    55 mm posterior of the centre. Sizes are for the default 200 mm cylinder and scale with it.
+
+    Parameters
+    ----------
+    shape, fov_mm, diameter_mm, supersample
+        As for :func:`water_cylinder`; scale ``fov_mm`` and ``diameter_mm`` together.
+
+    Returns
+    -------
+    Phantom
+        ``flat_roi`` is a water square at the centre; masks ``'cylinder'`` and ``'edge'``.
+    """
+    canvas = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    s = diameter_mm / 200.0
+    canvas.disk(0.0, 0.0, diameter_mm / 2, 0.0, name="cylinder")
+    lesions = []
+    for k, value in enumerate((-1000.0, -100.0, -20.0, 10.0, 100.0, 1000.0)):
+        t = math.pi * k / 5
+        x, y = 60 * s * math.cos(t), -60 * s * math.sin(t)
+        canvas.disk(x, y, 12 * s, value)
+        lesions.append(canvas.lesion(x, y, 12 * s, value))
+    _square(canvas, 0.0, 55 * s, 18 * s, 300.0, angle_deg=5.0, name="edge")
+    return canvas.phantom(lesions, canvas.roi(0.0, 0.0, 12 * s))
+
+
+def _square(
+    canvas: _Canvas,
+    cx: float,
+    cy: float,
+    half: float,
+    value: float,
+    *,
+    angle_deg: float,
+    name: str,
+) -> None:
+    """Paint an anti-aliased square of half side ``half`` mm rotated by ``angle_deg``."""
+    reach = half * math.sqrt(2) / canvas.px + 2
+    r0, c0 = canvas.to_px(cx, cy)
+    n = canvas.n
+    rows = slice(max(0, math.floor(r0 - reach)), min(n, math.ceil(r0 + reach) + 1))
+    cols = slice(max(0, math.floor(c0 - reach)), min(n, math.ceil(c0 + reach) + 1))
+    sub = (np.arange(canvas.ss) + 0.5) / canvas.ss - 0.5
+    rr = np.arange(rows.start, rows.stop)[:, None, None, None] + sub[None, None, :, None]
+    cc = np.arange(cols.start, cols.stop)[None, :, None, None] + sub[None, None, None, :]
+    c = (n - 1) / 2
+    x = (cc - c) * canvas.px - cx
+    y = (rr - c) * canvas.px - cy
+    t = math.radians(angle_deg)
+    u = x * math.cos(t) + y * math.sin(t)
+    v = -x * math.sin(t) + y * math.cos(t)
+    cover = ((np.abs(u) <= half) & (np.abs(v) <= half)).mean(axis=(2, 3))
+    region = canvas.img[rows, cols]
+    canvas.img[rows, cols] = region + (value - region) * cover
+    mask = canvas.masks.setdefault(name, np.zeros((n, n), dtype=bool))
+    mask[rows, cols] |= cover >= 0.5
+
+
+def _inside(x: float, y: float, cx: float, cy: float, ax: float, ay: float, ang: float) -> float:
+    """Normalised radius of (x, y) in a rotated ellipse (< 1 inside)."""
+    t = math.radians(ang)
+    u = (x - cx) * math.cos(t) + (y - cy) * math.sin(t)
+    v = -(x - cx) * math.sin(t) + (y - cy) * math.cos(t)
+    return math.hypot(u / ax, v / ay)
+
+
+def _free(x: float, y: float, r: float, taken: list[tuple[float, float, float]]) -> bool:
+    return all(math.hypot(x - a, y - b) > r + c + 3 for a, b, c in taken)
+
+
+def abdomen_phantom(
+    *,
+    seed: int | None = None,
+    shape: int = 512,
+    fov_mm: float = 380.0,
+    n_lesions: int = 5,
+    supersample: int = 3,
+) -> Phantom:
+    """An upper-abdomen slice with random anatomy, liver lesions and fine details.
+
+    Tissue values (HU): air and bowel gas -1000, fat -100, muscle 50, liver 60, spleen 45,
+    kidneys 30, bowel content 20, spinal canal 20, enhanced vessels 150-300 (aorta, IVC, portal
+    and hepatic vessels), cancellous bone 400 and cortical bone/ribs 800-1000. Body size, organ
+    positions and sizes, vessel contrast, bowel loops and lesions vary with the seed.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of the random anatomy; the same seed gives the same phantom.
+    shape : int, optional
+        Image size in pixels (square; 512 by default).
+    fov_mm : float, optional
+        Field of view in mm (pixel size ``fov_mm / shape``); at least 360 so the body fits.
+    n_lesions : int, optional
+        Number of low-contrast liver lesions (3 to 20 HU from the liver, hypo- or
+        hyperdense, 3 to 10 mm radius).
+    supersample : int, optional
+        Sub-pixel samples per axis for anti-aliased edges.
+
+    Returns
+    -------
+    Phantom
+        ``lesions`` holds the liver lesions; ``flat_roi`` a 16 mm liver square free of vessels
+        and lesions; masks ``'body'``, ``'liver'``, ``'spleen'``, ``'kidney'``, ``'bone'``,
+        ``'vessel'``, ``'gas'`` and ``'detail'`` (small high-contrast dots).
+    """
+    if fov_mm < 360:
+        raise ValueError(f"fov_mm must be >= 360 mm for the abdomen phantom, got {fov_mm}")
+    rng = np.random.default_rng(seed)
+    u = rng.uniform
+    cv = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    a, b = u(150, 172), u(105, 125)  # body semi-axes
+    cv.ellipse(0, 0, a, b, -100, name="body")
+    cv.ellipse(0, 0, a - 11, b - 9, 50)  # abdominal wall muscle
+    cv.ellipse(0, 0, a - 20, b - 18, -100)  # visceral fat
+
+    # Spine and back.
+    sy = b * 0.5
+    for side in (-1, 1):
+        cv.ellipse(side * 38, sy + 28, 28, 14, 50, angle_deg=side * 10)  # erector spinae
+        cv.ellipse(side * 32, sy - 2, 13, 19, 50, angle_deg=side * 20)  # psoas
+    # Ribs along the lateral and posterior wall.
+    for side in (-1, 1):
+        for k in range(3):
+            t = math.radians(15 + 28 * k + u(-5, 5))
+            x, y = side * (a - 16) * math.cos(t), (b - 14) * math.sin(t)
+            cv.ellipse(x, y, 6, 3.5, 900, angle_deg=math.degrees(t) * side, name="bone")
+            cv.ellipse(x, y, 4, 1.8, 350, angle_deg=math.degrees(t) * side)
+
+    # Organs.
+    lx, ly = -a * u(0.38, 0.48), -b * u(0.05, 0.2)
+    lax, lay, lang = a * u(0.38, 0.45), b * u(0.55, 0.65), u(-30, -10)
+    cv.ellipse(lx, ly, lax, lay, 60, angle_deg=lang, name="liver")
+    spx, spy = a * u(0.55, 0.62), b * u(0.15, 0.3)
+    cv.ellipse(spx, spy, a * 0.16, b * 0.32, 45, angle_deg=u(20, 40), name="spleen")
+    for side in (-1, 1):
+        kx, ky = side * (50 + u(-5, 8)), sy + u(-8, 4)
+        cv.ellipse(kx, ky, 21, 32, 30, angle_deg=side * u(15, 30), name="kidney")
+        cv.ellipse(kx + side * 9, ky, 5, 9, -100)  # renal sinus fat
+    # Vertebra: cortical shell, cancellous body, canal and posterior arch.
+    cv.disk(0, sy, 19, 900, name="bone")
+    cv.disk(0, sy, 16, 400)
+    cv.ellipse(0, sy + 30, 15, 12, 850, name="bone")
+    cv.ellipse(0, sy + 27, 8, 7, 20)
+    cv.ellipse(0, sy + 40, 3.5, 7, 850, name="bone")
+    # Great vessels (enhanced).
+    cv.disk(12 + u(-3, 3), sy - 30, u(9, 12), u(200, 300), name="vessel")
+    cv.ellipse(-20 + u(-3, 3), sy - 28, 13, 9, u(150, 200), name="vessel")
+
+    # Bowel loops and stomach in the anterior abdomen.
+    taken: list[tuple[float, float, float]] = []
+    stomach = (a * 0.25, -b * 0.45, 28.0)
+    cv.ellipse(stomach[0], stomach[1], 34, 22, 40, angle_deg=-15)
+    cv.ellipse(stomach[0] - 5, stomach[1] - 8, 22, 9, AIR_HU, name="gas")
+    taken.append(stomach)
+    for _ in range(int(rng.integers(4, 8))):
+        for _try in range(30):
+            r = u(9, 16)
+            x, y = u(-a * 0.45, a * 0.55), u(-b * 0.6, b * 0.2)
+            inside_body = _inside(x, y, 0, 0, a - 22 - r, b - 20 - r, 0) < 1
+            clear = _inside(x, y, lx, ly, lax + r, lay + r, lang) > 1 and _free(x, y, r, taken)
+            if inside_body and clear and math.hypot(x, y - sy) > 50 + r:
+                cv.disk(x, y, r, 40)  # wall
+                content = AIR_HU if rng.random() < 0.4 else 20.0
+                cv.disk(x, y, r - 2, content, name="gas" if content == AIR_HU else None)
+                taken.append((x, y, r))
+                break
+
+    # Liver: a flat ROI, vessels (fine details) and low-contrast lesions, without overlap.
+    def in_liver(x: float, y: float, margin: float) -> bool:
+        return _inside(x, y, lx, ly, lax - margin, lay - margin, lang) < 1
+
+    taken = []
+    roi_half = 8.0
+    for _try in range(200):
+        x, y = lx + u(-0.4, 0.4) * lax, ly + u(-0.4, 0.4) * lay
+        if in_liver(x, y, roi_half * 1.5 + 6):
+            break
+    roi_xy = (x, y)
+    taken.append((x, y, roi_half * 1.5))
+    cv.disk(lx + lax * 0.15, ly + lay * 0.35, u(5, 7), 180, name="vessel")  # portal vein
+    taken.append((lx + lax * 0.15, ly + lay * 0.35, 7.0))
+    for _ in range(8):
+        for _try in range(50):
+            r = u(1.0, 3.0)
+            x, y = lx + u(-1, 1) * lax, ly + u(-1, 1) * lay
+            if in_liver(x, y, 6) and _free(x, y, r, taken):
+                cv.disk(x, y, r, u(150, 220), name="vessel")
+                taken.append((x, y, r))
+                break
+    lesions = []
+    for _ in range(n_lesions):
+        for _try in range(200):
+            r = u(3, 10)
+            x, y = lx + u(-1, 1) * lax, ly + u(-1, 1) * lay
+            if in_liver(x, y, r + 4) and _free(x, y, r, taken):
+                contrast = float(rng.choice([-1, 1]) * u(3, 20))
+                cv.disk(x, y, r, 60 + contrast)
+                lesions.append(cv.lesion(x, y, r, contrast))
+                taken.append((x, y, r))
+                break
+    # Fine high-contrast dots: calcifications in the aortic wall and the spleen.
+    for _ in range(4):
+        t = u(0, 2 * math.pi)
+        cv.disk(12 + 12 * math.cos(t), sy - 30 + 12 * math.sin(t), u(0.6, 1.2), 900, "detail")
+    for _ in range(2):
+        cv.disk(spx + u(-8, 8), spy + u(-8, 8), u(0.5, 1.0), 700, name="detail")
+    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], roi_half))
+
+
+def chest_phantom(
+    *,
+    seed: int | None = None,
+    shape: int = 512,
+    fov_mm: float = 380.0,
+    n_nodules: int = 4,
+    supersample: int = 3,
+) -> Phantom:
+    """A chest slice: lungs (-850 HU) with vessels, heart, aorta, spine, ribs and nodules.
+
+    Values (HU): fat -100, muscle 50, lung -850, pulmonary vessels 40, heart 40, aorta 40,
+    trachea/bronchi -1000, cancellous bone 400, cortical bone and ribs 900. Solid lung nodules
+    (2-6 mm radius, -850 + 700..870 HU) are listed in ``lesions`` with their contrast to lung.
+
+    Parameters
+    ----------
+    seed, shape, fov_mm, supersample
+        As for :func:`abdomen_phantom`.
+    n_nodules : int, optional
+        Number of lung nodules.
+
+    Returns
+    -------
+    Phantom
+        ``flat_roi`` a 16 mm square in the posterior back muscle (erector spinae); masks
+        ``'body'``, ``'lung'``, ``'heart'``, ``'bone'`` and ``'vessel'``.
+    """
+    if fov_mm < 360:
+        raise ValueError(f"fov_mm must be >= 360 mm for the chest phantom, got {fov_mm}")
+    rng = np.random.default_rng(seed)
+    u = rng.uniform
+    cv = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    a, b = u(150, 170), u(105, 120)
+    cv.ellipse(0, 0, a, b, -100, name="body")
+    cv.ellipse(0, 0, a - 10, b - 8, 50)  # chest wall
+    sy = b * 0.5
+    lungs = []
+    for side in (-1, 1):
+        c = (side * a * 0.42, -b * 0.02, a * 0.38, b * 0.72, -side * u(0, 10))
+        cv.ellipse(*c[:4], -850, angle_deg=c[4], name="lung")
+        lungs.append(c)
+    # Ribs around the chest wall.
+    for side in (-1, 1):
+        for k in range(5):
+            t = math.radians(-70 + 35 * k + u(-4, 4))
+            x, y = side * (a - 15) * math.cos(t), (b - 12) * math.sin(t)
+            cv.ellipse(x, y, 6, 3.5, 900, angle_deg=math.degrees(t) * side, name="bone")
+            cv.ellipse(x, y, 4, 1.8, 350, angle_deg=math.degrees(t) * side)
+    # Mediastinum, heart, aorta, trachea, spine.
+    cv.ellipse(0, -b * 0.1, 35, b * 0.7, 50)
+    cv.ellipse(u(10, 25), -b * 0.2, u(50, 60), u(40, 50), 40, angle_deg=u(-30, -15), name="heart")
+    cv.disk(-8, -b * 0.55, 12, 40, name="vessel")  # ascending aorta
+    cv.disk(18, sy - 28, 12, 40, name="vessel")  # descending aorta
+    cv.disk(-2, sy - 52, 8, AIR_HU)  # trachea / carina region
+    cv.disk(0, sy, 18, 900, name="bone")
+    cv.disk(0, sy, 15, 400)
+    cv.ellipse(0, sy + 29, 14, 11, 850, name="bone")
+    cv.ellipse(0, sy + 26, 7, 7, 20)
+    for side in (-1, 1):
+        cv.ellipse(side * 38, sy + 26, 26, 12, 50, angle_deg=side * 10)
+    roi_xy = (38.0, sy + 26)
+
+    def in_lung(x: float, y: float, margin: float) -> bool:
+        return any(
+            _inside(x, y, cx, cy, ax - margin, ay - margin, t) < 1 for cx, cy, ax, ay, t in lungs
+        )
+
+    taken: list[tuple[float, float, float]] = []
+    for _ in range(60):
+        for _try in range(30):
+            r = u(0.6, 3.5)
+            x, y = u(-a, a), u(-b, b)
+            if in_lung(x, y, 4) and _free(x, y, r, taken):
+                cv.disk(x, y, r, 40, name="vessel")
+                taken.append((x, y, r))
+                break
+    lesions = []
+    for _ in range(n_nodules):
+        for _try in range(200):
+            r = u(2, 6)
+            x, y = u(-a, a), u(-b, b)
+            if in_lung(x, y, r + 5) and _free(x, y, r, taken):
+                contrast = float(u(700, 870))
+                cv.disk(x, y, r, -850 + contrast)
+                lesions.append(cv.lesion(x, y, r, contrast))
+                taken.append((x, y, r))
+                break
+    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], 8.0))
