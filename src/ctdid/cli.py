@@ -280,6 +280,135 @@ def convert(
     out_console.print(f"wrote {len(written)} file(s) to {output}")
 
 
+class RunMode(str, Enum):
+    robust = "robust"
+    faithful = "faithful"
+    fast = "fast"
+
+
+class PickTask(str, Enum):
+    detect = "detect"
+    match_noise = "match-noise"
+    sharpest_below = "sharpest-below"
+
+
+@app.command()
+def run(
+    input: Annotated[Path, typer.Argument(help="Noisy scan: DICOM folder/file, NIfTI, NumPy...")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Shipped name (e.g. unet-d25), 'pkg.mod:factory', 'file.py:factory'."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Result folder to write.")],
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="State dict (.safetensors, .pt).")
+    ] = None,
+    card: Annotated[Path | None, typer.Option("--card", help="Model card (YAML/JSON).")] = None,
+    mode: Annotated[RunMode, typer.Option("--mode", help="DID engine mode.")] = RunMode.robust,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Candidates per direction.")
+    ] = 8,
+    k: Annotated[int, typer.Option("--k", min=1, help="Model applications of t_low.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed, recorded in run.json.")] = 0,
+    per_slice: Annotated[
+        bool, typer.Option("--per-slice", help="One trajectory per slice (default: shared).")
+    ] = False,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Normal-dose scan: adds RMSE labels.")
+    ] = None,
+    pick: Annotated[
+        PickTask | None, typer.Option("--pick", help="Choose a candidate for this task.")
+    ] = None,
+    target_noise: Annotated[
+        float | None, typer.Option("--target-noise", help="match-noise: noise in HU.")
+    ] = None,
+    noise_ceiling: Annotated[
+        float | None, typer.Option("--noise-ceiling", help="sharpest-below: max noise, HU.")
+    ] = None,
+    lesion_mm: Annotated[
+        float, typer.Option("--lesion-mm", help="detect: lesion diameter in mm.")
+    ] = 5.0,
+    contrast_hu: Annotated[
+        float, typer.Option("--contrast-hu", help="detect: lesion contrast, HU.")
+    ] = 10.0,
+    export: Annotated[
+        str | None,
+        typer.Option("--export", help="Write the pick (or default): 'dicom,nifti,png'."),
+    ] = None,
+    window: Annotated[
+        str, typer.Option("--window", help="Display window 'LOW,HIGH' in HU.")
+    ] = "-160,240",
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device, e.g. cuda (default: cpu).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing result folder.")
+    ] = False,
+    series: SeriesOpt = None,
+    format: FormatOpt = None,
+    shape: ShapeOpt = None,
+    dtype: DtypeOpt = None,
+    hu_offset: OffsetOpt = None,
+    hu_slope: SlopeOpt = None,
+    byte_order: ByteOrderOpt = ByteOrder.little,
+    spacing: SpacingOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Make DID candidates along the noise-resolution curve and write a result folder."""
+    from ctdid.runner import check_pick, parse_exports
+    from ctdid.runner.console import candidate_table, load_denoiser, run_with_progress
+
+    win = _floats(window, "--window")
+    if win is None or len(win) != 2:
+        raise CTDIDError(f"--window must be 'LOW,HIGH' in HU, got {window!r}")
+    exports = parse_exports(export or "")
+    pick_options = {
+        "target_noise": target_noise,
+        "noise_ceiling": noise_ceiling,
+        "diameter_mm": lesion_mm,
+        "contrast_hu": contrast_hu,
+    }
+    check_pick(None if pick is None else pick.value, pick_options, has_reference=bool(reference))
+    read_opts: dict[str, Any] = dict(
+        format=format, shape=shape, dtype=dtype, hu_offset=hu_offset, hu_slope=hu_slope,
+        byte_order=byte_order, spacing=spacing, key=key,
+    )  # fmt: skip
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CTDIDError("exists and is not empty; pass --overwrite to replace it", path=out)
+    net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
+    vol = _read(input, series=series, **read_opts)
+    ref = None if reference is None else _read(reference, series=None, **read_opts)
+    summary = run_with_progress(
+        vol,
+        net,
+        console=err_console,
+        out_dir=out,
+        mode=mode.value,
+        k=k,
+        n_candidates=candidates,
+        seed=seed,
+        shared=not per_slice,
+        reference=ref,
+        pick=None if pick is None else pick.value,
+        pick_options=pick_options,
+        export=exports,
+        window=(win[0], win[1]),
+        overwrite=overwrite,
+        model_info=model_info,
+        input_info={"path": str(input.absolute()), "series": series, **vol.meta},
+    )
+    out_console.print(candidate_table(summary))
+    t = summary.timings
+    out_console.print(
+        f"{len(summary.records)} candidates in {t['total']:.1f} s (first after "
+        f"{t['first_candidate']:.1f} s); results in {summary.folder}"
+    )
+    for path in summary.exports:
+        out_console.print(f"exported {path}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
@@ -288,11 +417,195 @@ def demo(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing demo folder.")
     ] = False,
+    size: Annotated[
+        int, typer.Option("--size", min=32, help="Image size in pixels (380 mm field of view).")
+    ] = 256,
 ) -> None:
     """Run the demo on the embedded example (no download, no external data)."""
     from ctdid.demo import run_demo
 
-    run_demo(out, overwrite=overwrite, console=out_console)
+    run_demo(out, overwrite=overwrite, console=out_console, size=size)
+
+
+# Training: paired dataset and denoiser training (ctdid.train) -----------------------------------
+
+
+@app.command("simulate-pairs")
+def simulate_pairs(
+    out: Annotated[Path, typer.Argument(help="Folder to create with the pair .npz files.")],
+    phantoms: Annotated[
+        int, typer.Option("--phantoms", min=0, help="Procedural phantom slices (abdomen/chest).")
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Master seed of anatomy and noise.")] = 0,
+    real: Annotated[
+        list[Path] | None,
+        typer.Option("--real", help="Real normal-dose volume or folder of raw slices (repeat)."),
+    ] = None,
+    shape: ShapeOpt = None,
+    dtype: DtypeOpt = None,
+    hu_offset: OffsetOpt = None,
+    spacing: SpacingOpt = None,
+    real_kernel: Annotated[
+        str, typer.Option("--real-kernel", help="FBP window of the inserted noise.")
+    ] = "hann",
+    base_dose: Annotated[
+        float, typer.Option("--base-dose", help="Dose fraction of the stored low-dose images.")
+    ] = 0.25,
+    phantom_size: Annotated[
+        int, typer.Option("--phantom-size", min=32, help="Phantom size in pixels (380 mm).")
+    ] = 512,
+    views: Annotated[
+        int | None, typer.Option("--views", min=8, help="Fan-beam views (default 1152).")
+    ] = None,
+    kernel: Annotated[str, typer.Option("--kernel", help="FBP window of phantom scans.")] = "hann",
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device, e.g. cuda (default cpu).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing folder.")
+    ] = False,
+) -> None:
+    """Write low/normal-dose training pairs (phantoms and real slices with inserted noise)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ctdid.sim import FanBeamGeometry
+    from ctdid.train.pairs import make_pairs, read_real_sources
+
+    sp = _floats(spacing, "--spacing")
+    sources = read_real_sources(
+        real or [],
+        shape=_ints(shape, "--shape"),
+        dtype=dtype,
+        hu_offset=hu_offset,
+        spacing=sp,
+        kernel=real_kernel,
+    )
+    geometry = None if views is None else FanBeamGeometry(n_views=views)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task("simulating", total=phantoms + sum(s.volume.shape[0] for s in sources))
+
+        def step(done: int, total: int, desc: str) -> None:
+            bar.update(task, completed=done, total=total, description=desc)
+
+        folder = make_pairs(
+            out,
+            n_phantoms=phantoms,
+            seed=seed,
+            real=sources,
+            base_dose=base_dose,
+            phantom_shape=phantom_size,
+            kernel=kernel,
+            geometry=geometry,
+            device=device,
+            overwrite=overwrite,
+            progress=step,
+        )
+    info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    timing = ", ".join(
+        f"{k} {v:.2f} s/slice" for k, v in info["timing_s_per_slice"].items() if v is not None
+    )
+    out_console.print(f"wrote {len(info['pairs'])} pairs to {folder} ({timing})")
+
+
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Pairs folder from 'ctdid simulate-pairs'.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (one per model).")],
+    name: Annotated[str | None, typer.Option("--name", help="Model name.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TrainConfig .yaml/.json; options override.")
+    ] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture.")] = None,
+    dose: Annotated[float | None, typer.Option("--dose", help="Training dose fraction.")] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", min=1, help="Optimiser steps.")
+    ] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, help="Batch size.")] = None,
+    patch: Annotated[int | None, typer.Option("--patch", min=8, help="Patch size (px).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights and patches.")] = None,
+    val_every: Annotated[
+        int | None, typer.Option("--val-every", min=1, help="Iterations between validations.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="torch device.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue from the checkpoint.")
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+) -> None:
+    """Train a denoiser on a pairs folder: weights, model card, curve, config and log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ctdid.train import TrainConfig, TrainProgress, train
+
+    data: dict[str, Any] = {} if config is None else TrainConfig.read_mapping(config)
+    overrides = {
+        "name": name,
+        "architecture": arch,
+        "dose": dose,
+        "iterations": iterations,
+        "batch_size": batch,
+        "patch": patch,
+        "seed": seed,
+        "val_every": val_every,
+        "threads": threads,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["dataset"] = str(dataset)
+    if "name" not in data:
+        raise CTDIDError("give --name (or 'name' in --config)")
+    cfg = TrainConfig.from_dict(data, path=config)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "loss {task.fields[loss]}  val RMSE {task.fields[val]} HU",
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(cfg.name, total=cfg.iterations, loss="-", val="-")
+
+        def step(p: TrainProgress) -> None:
+            val = "-" if p.val_rmse_hu is None else f"{p.val_rmse_hu:.2f}"
+            bar.update(task, completed=p.iteration, loss=f"{p.loss:.3g}", val=val)
+
+        res = train(
+            cfg, out_dir=out, progress=step, resume=resume, overwrite=overwrite, device=device
+        )
+    metrics = ", ".join(f"{k} {v}" for k, v in res.metrics.items())
+    out_console.print(f"wrote {res.weights} and {res.card.name} ({metrics})")
+
+
+@app.command()
+def view(
+    result: Annotated[Path, typer.Argument(help="A result folder written by `ctdid run`.")],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; only 127.0.0.1 unless --allow-remote.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 0,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser.")
+    ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Allow binding a non-local address; the URL then carries a random token.",
+        ),
+    ] = False,
+) -> None:
+    """Browse, compare, measure and pick candidates in a local web page."""
+    from ctdid.viewer import view as serve_view
+
+    serve_view(result, host=host, port=port, open_browser=open_browser, allow_remote=allow_remote)
 
 
 # Entry point -------------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""Terminal side of ``ctdid run``: load the model, show progress, print the candidate table."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ctdid.runner.run import RunProgress, RunSummary, run_did
+from ctdid.volume import CTVolume
+
+__all__ = ["candidate_table", "load_denoiser", "run_with_progress"]
+
+
+def load_denoiser(
+    spec: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    card: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Load a model with :func:`ctdid.models.load_model`; return it and its description.
+
+    The description (for ``run.json``) holds the spec, the name (the card's, else the spec),
+    the weights file and its SHA-256 (the card's checksum, else computed from the file).
+    """
+    from ctdid.models import load_model, sha256_file
+
+    model = load_model(spec, weights=weights, card=card)
+    if device is not None:
+        model = model.to(device)
+    meta = dict(getattr(model, "meta", {}) or {})
+    sha = meta.get("weights_sha256")
+    if sha is None and weights is not None:
+        sha = sha256_file(weights)
+    info = {
+        "spec": str(spec),
+        "name": meta.get("name") or str(spec),
+        "weights": None if weights is None else str(Path(weights).absolute()),
+        "card": None if card is None else str(Path(card).absolute()),
+        "weights_sha256": sha,
+    }
+    return model, info
+
+
+def run_with_progress(
+    volume: CTVolume, model: Any, *, console: Console, **kwargs: Any
+) -> RunSummary:
+    """:func:`ctdid.runner.run_did` with a rich progress bar (candidates made / expected)."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("DID candidates", total=None)
+
+        def update(p: RunProgress) -> None:
+            if p.stage == "slice":
+                bar.update(task, description="slices", completed=p.done, total=p.total)
+            elif p.stage == "candidate":
+                bar.update(task, description="DID candidates", completed=p.done, total=p.total)
+            elif p.stage == "finishing":
+                bar.update(task, description="figures, pick, exports", total=p.done)
+            elif p.stage == "done":
+                bar.update(task, description="done", completed=p.done, total=p.done)
+
+        return run_did(volume, model, progress=update, **kwargs)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def candidate_table(
+    summary: RunSummary, *, title: str = "candidates, high resolution -> low noise"
+) -> Table:
+    """A table of the candidates (strength, noise, MTF50 and RMSE/CNR when measured)."""
+    records: Sequence[Any] = summary.records
+    extra = [k for k in ("rmse_hu", "cnr") if any(k in r.labels for r in records)]
+    heads = {"rmse_hu": "RMSE vs reference (HU)", "cnr": "CNR"}
+    table = Table(title=title)
+    for col in ("#", "strength", "noise (HU)", "MTF50 (1/mm)", *(heads[k] for k in extra), ""):
+        table.add_column(col, justify="right")
+    picked = summary.picked["candidate"] if summary.picked else None
+    for pos, rec in enumerate(records):
+        lab: Mapping[str, float] = rec.labels
+        mark = []
+        if rec.direction == "default":
+            mark.append("default")
+        if rec.id == picked and summary.picked is not None:
+            mark.append(f"pick: {summary.picked['task']}")
+        table.add_row(
+            str(pos),
+            f"{rec.strength:+.2f}",
+            _fmt(lab.get("noise_hu"), ".1f"),
+            _fmt(lab.get("mtf50_per_mm"), ".3f"),
+            *(_fmt(lab.get(k), ".1f" if k == "rmse_hu" else ".2f") for k in extra),
+            ", ".join(mark),
+        )
+    return table

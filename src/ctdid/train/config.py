@@ -1,0 +1,314 @@
+"""Training configuration: one dataclass, saved and loaded as JSON or YAML.
+
+Examples
+--------
+>>> cfg = TrainConfig(name="compact-ld25", dataset="pairs", dose=0.25)
+>>> cfg.save("compact-ld25.config.json")                              # doctest: +SKIP
+>>> TrainConfig.load("compact-ld25.config.json") == cfg                 # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctdid.errors import InputError
+
+__all__ = ["RESUME_IGNORED_FIELDS", "TrainConfig"]
+
+#: Fields that may change between a run and its resumption (they do not change the result).
+RESUME_IGNORED_FIELDS = frozenset({"checkpoint_every", "val_every", "log_every", "threads"})
+
+_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Parameters
+    ----------
+    name : str
+        Model name; outputs are ``<name>.safetensors``, ``<name>.card.yaml``, ...
+    dataset : str
+        Pairs folder written by :func:`ctdid.train.pairs.make_pairs`.
+    architecture : str, optional
+        Key of :data:`ctdid.models.MODEL_FACTORIES` or a ``module:factory`` spec.
+        Default ``"compact-unet"``.
+    model_config : dict, optional
+        Keyword arguments of the architecture.
+    dose : float, optional
+        Dose fraction of the training inputs, in (0, 1). Default 0.25.
+    hu_offset, hu_scale : float, optional
+        Network units ``(HU - hu_offset) / hu_scale``. Default -1000 and 1000.
+    iterations : int, optional
+        Optimiser steps. Default 20000.
+    batch_size : int, optional
+        Patches per step. Default 4.
+    patch : int, optional
+        Patch size in pixels. Default 128.
+    lr : float, optional
+        Adam learning rate. Default 1e-4 (the paper's).
+    lr_milestones : list of float, optional
+        Fractions of ``iterations`` at which the rate is multiplied by ``lr_gamma``.
+        Default [0.5, 0.75].
+    lr_gamma : float, optional
+        Default 0.1.
+    augment : bool, optional
+        Random flips and rotations. Default true.
+    seed : int, optional
+        Seed of the weights' initialisation, the patches and torch/numpy.
+    checkpoint_every : int, optional
+        Iterations between checkpoints. Default 500.
+    val_every : int, optional
+        Iterations between validations (also done at the end). Default 500.
+    log_every : int, optional
+        Iterations between training-loss log entries (mean over them). Default 10.
+    val_files : list of str, optional
+        Pair files for validation (full slices). Default: the last ``n_val`` of the dataset,
+        which are then not trained on.
+    n_val : int, optional
+        Default 2.
+    min_body_fraction : float, optional
+        Fraction of body a patch needs. Default 0.5.
+    test_low, test_normal : str, optional
+        A real held-out pair (e.g. Mayo L506 quarter and full dose) evaluated with the
+        validation; ``test_low`` is at ``test_dose`` and is rescaled to ``dose``.
+    test_read : dict, optional
+        Keyword arguments of :func:`ctdid.io.read_volume` for the test files (raw: ``shape``,
+        ``dtype``, ``hu_offset``, ``spacing``).
+    test_dose : float, optional
+        Dose fraction of ``test_low``. Default 0.25.
+    threads : int, optional
+        torch CPU threads (default: torch's choice).
+    licence : str, optional
+        Licence of the weights for the card. Default ``"MIT"``.
+    notes : str, optional
+        Card notes (e.g. the training data's terms).
+
+    Raises
+    ------
+    InputError
+        If a field has the wrong type or value.
+    """
+
+    name: str
+    dataset: str
+    architecture: str = "compact-unet"
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dose: float = 0.25
+    hu_offset: float = -1000.0
+    hu_scale: float = 1000.0
+    iterations: int = 20000
+    batch_size: int = 4
+    patch: int = 128
+    lr: float = 1e-4
+    lr_milestones: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75])
+    lr_gamma: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    val_every: int = 500
+    log_every: int = 10
+    val_files: list[str] | None = None
+    n_val: int = 2
+    min_body_fraction: float = 0.5
+    test_low: str | None = None
+    test_normal: str | None = None
+    test_read: dict[str, Any] = dataclasses.field(default_factory=dict)
+    test_dose: float = 0.25
+    threads: int | None = None
+    licence: str = "MIT"
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name -> value, JSON/YAML-serialisable."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, path: str | os.PathLike[str] | None = None
+    ) -> TrainConfig:
+        """Build a config from a mapping; unknown fields are rejected.
+
+        Raises
+        ------
+        InputError
+            Naming ``path`` and the missing, unknown or invalid field.
+        """
+        if not isinstance(data, Mapping):
+            raise InputError(
+                f"a training config must be a mapping, got {type(data).__name__}", path=path
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise InputError(
+                f"training config has unknown field(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})",
+                path=path,
+            )
+        missing = [k for k in ("name", "dataset") if k not in data]
+        if missing:
+            raise InputError(f"training config lacks field(s): {', '.join(missing)}", path=path)
+        try:
+            return cls(**{str(k): v for k, v in data.items()})
+        except InputError as exc:
+            raise InputError(exc.problem, path=path) from None
+
+    @staticmethod
+    def read_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The raw mapping of a ``.json``/``.yaml``/``.yml`` file (for partial configs).
+
+        Raises
+        ------
+        InputError
+            Missing or unparsable file, or not a mapping.
+        """
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix not in _SUFFIXES:
+            raise InputError(
+                f"a training config must end in {', '.join(_SUFFIXES)}, got {p.suffix!r}", path=p
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("training config not found", path=p) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read training config: {exc}", path=p) from None
+        try:
+            data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            msg = " ".join(str(exc).split())
+            raise InputError(
+                f"training config is not valid {suffix[1:].upper()}: {msg}", path=p
+            ) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InputError("training config must be a mapping of fields", path=p)
+        return data
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read a config from a ``.json``, ``.yaml`` or ``.yml`` file.
+
+        Raises
+        ------
+        InputError
+            Missing or unparsable file, or an invalid config.
+        """
+        return cls.from_dict(cls.read_mapping(path), path=path)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the config as JSON or YAML (chosen by the ending), atomically.
+
+        Raises
+        ------
+        InputError
+            Bad ending.
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is false.
+        """
+        from ctdid.io.atomic import atomic_file
+
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix not in _SUFFIXES:
+            raise InputError(
+                f"a training config must end in {', '.join(_SUFFIXES)}, got {p.suffix!r}", path=p
+            )
+        data = self.to_dict()
+        if suffix == ".json":
+            text = json.dumps(data, indent=2) + "\n"
+        else:
+            text = yaml.safe_dump(data, sort_keys=False)
+        with atomic_file(p, overwrite=overwrite) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return p.absolute()
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of fields that differ and matter for the result (resume check)."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in RESUME_IGNORED_FIELDS and a[k] != b[k])
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad(field: str, problem: str, value: Any) -> InputError:
+    return InputError(f"training config field {field!r} {problem}, got {value!r}")
+
+
+def _validate(c: TrainConfig) -> None:
+    for field in ("name", "dataset", "architecture"):
+        v = getattr(c, field)
+        if not isinstance(v, str) or not v.strip():
+            raise _bad(field, "must be a non-empty string", v)
+    if any(ch in c.name for ch in "/\\") or c.name.startswith("."):
+        raise _bad("name", "must be a plain file name stem", c.name)
+    if not isinstance(c.model_config, dict) or not all(isinstance(k, str) for k in c.model_config):
+        raise _bad("model_config", "must be a mapping with string keys", c.model_config)
+    if not isinstance(c.test_read, dict):
+        raise _bad("test_read", "must be a mapping", c.test_read)
+    if not (_is_num(c.dose) and 0 < c.dose <= 1):
+        raise _bad("dose", "must be a fraction in (0, 1]", c.dose)
+    if not (_is_num(c.test_dose) and 0 < c.test_dose < 1):
+        raise _bad("test_dose", "must be a fraction in (0, 1)", c.test_dose)
+    if not _is_num(c.hu_offset):
+        raise _bad("hu_offset", "must be a finite number (HU)", c.hu_offset)
+    if not (_is_num(c.hu_scale) and c.hu_scale > 0):
+        raise _bad("hu_scale", "must be a number > 0 (HU per unit)", c.hu_scale)
+    for field in ("iterations", "batch_size", "patch", "checkpoint_every", "val_every"):
+        v = getattr(c, field)
+        if not (_is_int(v) and v >= 1):
+            raise _bad(field, "must be an integer >= 1", v)
+    if not (_is_int(c.log_every) and c.log_every >= 1):
+        raise _bad("log_every", "must be an integer >= 1", c.log_every)
+    if not (_is_int(c.n_val) and c.n_val >= 0):
+        raise _bad("n_val", "must be an integer >= 0", c.n_val)
+    if not _is_int(c.seed):
+        raise _bad("seed", "must be an integer", c.seed)
+    if c.threads is not None and not (_is_int(c.threads) and c.threads >= 1):
+        raise _bad("threads", "must be an integer >= 1 or null", c.threads)
+    if not (_is_num(c.lr) and c.lr > 0):
+        raise _bad("lr", "must be a number > 0", c.lr)
+    if not (_is_num(c.lr_gamma) and 0 < c.lr_gamma <= 1):
+        raise _bad("lr_gamma", "must be in (0, 1]", c.lr_gamma)
+    ms = c.lr_milestones
+    if not isinstance(ms, list) or not all(_is_num(m) and 0 < m < 1 for m in ms):
+        raise _bad("lr_milestones", "must be a list of fractions in (0, 1)", ms)
+    if not isinstance(c.augment, bool):
+        raise _bad("augment", "must be true or false", c.augment)
+    if not (_is_num(c.min_body_fraction) and 0 <= c.min_body_fraction <= 1):
+        raise _bad("min_body_fraction", "must be in [0, 1]", c.min_body_fraction)
+    if c.val_files is not None and not (
+        isinstance(c.val_files, list) and all(isinstance(f, str) for f in c.val_files)
+    ):
+        raise _bad("val_files", "must be a list of paths or null", c.val_files)
+    if (c.test_low is None) != (c.test_normal is None):
+        raise _bad("test_low/test_normal", "must be given together", (c.test_low, c.test_normal))
+    for field in ("licence", "notes"):
+        if not isinstance(getattr(c, field), str):
+            raise _bad(field, "must be a string", getattr(c, field))

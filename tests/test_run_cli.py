@@ -1,0 +1,141 @@
+"""``ctdid run`` end to end, in a subprocess, on a NumPy input with a plug-in model file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctdid.results import ResultReader
+from ctdid.sim import abdomen_phantom
+
+MODEL_FILE = """
+import torch
+from torch import nn
+
+
+class Smoother(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 5, padding=2, padding_mode="replicate")
+        g = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2.0)
+        k = torch.outer(g, g)
+        with torch.no_grad():
+            self.conv.weight.copy_((k / k.sum())[None, None])
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def build():
+    torch.set_num_threads(1)
+    return Smoother()
+"""
+
+
+def ctdid(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ctdid", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli_run")
+    ph = abdomen_phantom(seed=1, shape=64)
+    noisy = ph.hu + np.random.default_rng(0).normal(0, 40, ph.hu.shape).astype(np.float32)
+    np.save(d / "in.npy", noisy.astype(np.float32))
+    np.save(d / "ref.npy", ph.hu.astype(np.float32))
+    (d / "tiny_model.py").write_text(MODEL_FILE)
+    return d
+
+
+def test_run_end_to_end(workdir: Path) -> None:
+    proc = ctdid(
+        "run", "in.npy", "--model", "tiny_model.py:build", "--out", "res",
+        "--candidates", "2", "--reference", "ref.npy", "--pick", "detect",
+        "--export", "png,nifti", "--window", "-200,300", "--seed", "3",
+        cwd=workdir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    res = workdir / "res"
+    reader = ResultReader(res)
+    assert reader.status == "done"
+    doc = reader.doc
+    assert doc["seed"] == 3 and doc["config"]["window_hu"] == [-200.0, 300.0]
+    assert doc["model"]["spec"] == "tiny_model.py:build"
+    assert doc["input"]["path"].endswith("in.npy")
+    for name in ("metrics.csv", "montage.png", "tradeoff.png", "picks.json"):
+        assert (res / name).is_file(), name
+    picked = json.loads((res / "picks.json").read_text())["picks"]["detect"]
+    stem = f"detect_s{picked['strength']:+.2f}"
+    assert (res / "exports" / f"{stem}.png").is_file()
+    assert (res / "exports" / f"{stem}.nii.gz").is_file()
+    assert all("rmse_hu" in r.labels for r in reader.records.values())
+    assert "default" in proc.stdout and str(res) in proc.stdout.replace("\n", "")
+
+
+def in_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``ctdid.cli.main`` here (no interpreter start-up); returns (exit status, stderr)."""
+    from ctdid.cli import main
+
+    old = Path.cwd()
+    try:
+        import os
+
+        os.chdir(cwd)
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+    finally:
+        os.chdir(old)
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def test_bad_model_spec_subprocess_one_line_exit_2(workdir: Path) -> None:
+    proc = ctdid("run", "in.npy", "--model", "missing_file.py:build", "--out", "bad", cwd=workdir)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.startswith("ctdid: error:") and "\n" not in err
+    assert "not found" in err and "Traceback" not in err
+    assert not (workdir / "bad").exists()
+
+
+def test_existing_output_refused(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "full").mkdir()
+    (workdir / "full" / "keep.txt").write_text("mine")
+    code, err = in_process(
+        ["run", "in.npy", "--model", "tiny_model.py:build", "--out", "full"], workdir, capsys
+    )
+    assert code == 2
+    assert err.strip().startswith("ctdid: error:") and "--overwrite" in err
+    assert (workdir / "full" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--model", "tiny_model.py:nothing"], "no factory"),
+        (["--model", "no-such-model"], "unknown model"),
+        (["--model", "tiny_model.py:build", "--export", "gif"], "unknown export format"),
+        (["--model", "tiny_model.py:build", "--window", "1,2,3"], "--window"),
+        (["--model", "tiny_model.py:build", "--pick", "sharpest-below"], "--noise-ceiling"),
+    ],
+)
+def test_bad_options_one_line_exit_2(
+    workdir: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
+    code, err = in_process(["run", "in.npy", "--out", "bad_opt", *extra], workdir, capsys)
+    assert code == 2
+    err = err.strip()
+    assert err.startswith("ctdid: error:") and "\n" not in err
+    assert needle in err
+    assert not (workdir / "bad_opt").exists()
