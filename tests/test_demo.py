@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-import ctdid.sim
+import ctdid.train.pairs
 from ctdid.errors import OutputExistsError
 from ctdid.io import read_volume
 from ctdid.models import ModelCard, loading, sha256_file
@@ -23,18 +23,18 @@ from ctdid.sim import FanBeamGeometry
 torch.set_num_threads(1)
 
 SIZE = 64
-_real_simulate = ctdid.sim.simulate_low_dose
+_real_pair = ctdid.train.pairs.phantom_pair
 
 
-def _coarse_simulate(hu: Any, **kwargs: Any) -> Any:
+def _coarse_pair(hu: Any, **kwargs: Any) -> Any:
     """The real simulation on a coarse fan beam (fewer views and wider bins), for speed."""
     kwargs.setdefault("geometry", FanBeamGeometry(n_views=192, n_cols=184, col_width_mm=5.1432))
-    return _real_simulate(hu, **kwargs)
+    return _real_pair(hu, **kwargs)
 
 
 @pytest.fixture(autouse=True)
 def coarse_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ctdid.sim, "simulate_low_dose", _coarse_simulate)
+    monkeypatch.setattr(ctdid.train.pairs, "phantom_pair", _coarse_pair)
 
 
 def recording_console() -> tuple[Console, io.StringIO]:
