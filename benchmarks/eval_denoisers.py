@@ -1,0 +1,852 @@
+"""Evaluate ctdid's shipped denoisers against the input and a classical baseline at matched noise.
+
+For every shipped model (or the ``--models`` given) and every test input it measures, in HU:
+
+* RMSE against the normal-dose image, inside the body (:func:`ctdid.core.body_mask` of the
+  normal-dose image);
+* noise STD in flat regions: ``Phantom.flat_roi`` for phantoms; for the real pair, the flat
+  regions :func:`ctdid.metrics.find_flat_regions` finds on the normal-dose image, the same for
+  every image, each with a plane removed as in :func:`ctdid.metrics.noise_label` (median over
+  regions);
+* the same for the low-dose input itself and for total-variation denoising
+  (:func:`ctdid.metrics.baselines.tv_denoise`) tuned to the model's STD (matched noise).
+
+Test inputs, none of them used in training:
+
+* the real quarter-dose / full-dose pair ``../shared/data/mayo_pair_L506`` (skipped with a
+  message when ``../shared`` is absent);
+* simulated slices ``abdomen_phantom(seed=9001..9004)`` and ``chest_phantom(seed=9101..9102)``
+  (``--quick``: 9001 and 9101), scanned once at normal and quarter dose
+  (:func:`ctdid.train.pairs.phantom_pair`) and taken to the models' other training doses by
+  :func:`ctdid.sim.rescale_noise`. The simulated pairs are cached in ``--cache``.
+
+Every model sees the quarter-dose inputs (the common input of the dose-trend check) and, on the
+phantoms, inputs at its own training dose. Checks: the models of one architecture trained at
+lower dose smooth more (STD falls from the 1/2 to the 1/16 model on every quarter-dose input),
+and the 1/4-dose model lowers the RMSE vs full dose by >= 30 % on L506.
+
+Usage, from the checkout::
+
+    .venv/bin/python benchmarks/eval_denoisers.py [--quick] [--models unet-d25 plain-d25]
+        [--cache /tmp/ctdid-eval-denoisers] [--json results.json] [--markdown table.md]
+        [--update-cards] [--threads 2]
+
+The script is importable; its functions are tested in ``tests/test_eval_denoisers.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ctdid.core import body_mask
+from ctdid.core.adapter import HUAdapter
+from ctdid.metrics import find_flat_regions, rmse
+from ctdid.metrics.baselines import match_noise, roi_noise_std, tv_denoise
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The real test pair (held out of training).
+L506_DIR = ROOT.parent / "shared" / "data" / "mayo_pair_L506"
+L506_LOW = "L506_QD_3mm_D45_slice32.raw"
+L506_NORMAL = "L506_FD_3mm_D45_slice32.raw"
+L506_SPACING_MM = (3.0, 0.7, 0.7)
+L506_CASE = "L506"
+#: Dose of the low-dose image of every test pair (quarter dose) and the common input dose.
+PAIR_DOSE = 0.25
+#: Simulated test slices: (phantom kind, anatomy seed). Not used in training.
+SIM_SLICES: tuple[tuple[str, int], ...] = (
+    ("abdomen", 9001),
+    ("abdomen", 9002),
+    ("abdomen", 9003),
+    ("abdomen", 9004),
+    ("chest", 9101),
+    ("chest", 9102),
+)
+SIM_SLICES_QUICK: tuple[tuple[str, int], ...] = (("abdomen", 9001), ("chest", 9101))
+#: Added to the anatomy seed to seed the simulated noise.
+NOISE_SEED_OFFSET = 770_000
+#: The target: this model lowers the RMSE vs full dose on L506 by at least this fraction.
+TARGET_MODEL = "unet-d25"
+TARGET_REDUCTION = 0.30
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ctdid-eval-denoisers"
+
+
+# ---------------------------------------------------------------------------------------------
+# test inputs
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Case:
+    """One test input with its reference.
+
+    Attributes
+    ----------
+    name : str
+        ``"L506"`` or ``"<kind>-<seed>"``.
+    kind : str
+        ``"real"`` or ``"phantom"``.
+    dose : float
+        Dose fraction of :attr:`low` relative to :attr:`normal`.
+    low, normal : ndarray of float32, shape (y, x)
+        Low-dose input and normal-dose reference, in HU.
+    spacing : tuple of float
+        Pixel size (dy, dx) in mm.
+    regions : list of tuple of slice
+        Flat regions for the STD.
+    detrend : bool
+        Remove a plane per region before the STD (real data: slow shading is not noise).
+    body : ndarray of bool
+        Where the RMSE is taken (body of :attr:`normal`).
+    truth : ndarray of float32, optional
+        Noise-free image (phantoms), for an RMSE against the truth as well.
+    """
+
+    name: str
+    kind: str
+    dose: float
+    low: NDArray[np.float32]
+    normal: NDArray[np.float32]
+    spacing: tuple[float, float]
+    regions: list[tuple[Any, ...]]
+    detrend: bool
+    body: NDArray[np.bool_]
+    truth: NDArray[np.float32] | None = None
+
+    def at_dose(self, dose: float) -> Case:
+        """The same case with the input taken to another dose by :func:`ctdid.sim.rescale_noise`.
+
+        Raises
+        ------
+        ValueError
+            For the real case, whose low/normal difference is not independent noise only.
+        """
+        if dose == self.dose:
+            return self
+        if self.kind == "real":
+            raise ValueError("the real pair is evaluated at its own dose only")
+        from ctdid.sim import rescale_noise
+
+        low = rescale_noise(self.normal, self.low, pair_dose=self.dose, dose=dose)
+        return dataclasses.replace(self, dose=float(dose), low=low)
+
+
+def make_case(
+    name: str,
+    kind: str,
+    *,
+    low: NDArray[Any],
+    normal: NDArray[Any],
+    spacing: tuple[float, float],
+    dose: float,
+    regions: Sequence[tuple[Any, ...]] | None = None,
+    truth: NDArray[Any] | None = None,
+    n_regions: int = 20,
+) -> Case:
+    """Build a :class:`Case`, finding the body and (if not given) flat regions on ``normal``.
+
+    Parameters
+    ----------
+    name, kind, dose
+        See :class:`Case`.
+    low, normal : ndarray, shape (y, x)
+        Images in HU.
+    spacing : (float, float)
+        Pixel size (dy, dx) in mm.
+    regions : list of tuple of slice, optional
+        Flat regions (no plane removed). Default: up to ``n_regions`` 10 mm squares found by
+        :func:`ctdid.metrics.find_flat_regions` on ``normal`` (a plane removed from each).
+    truth : ndarray, optional
+        Noise-free image in HU.
+    n_regions : int, optional
+        Number of regions to search for.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the body is empty or no flat region is found.
+    """
+    lo = np.asarray(low, dtype=np.float32)
+    no = np.asarray(normal, dtype=np.float32)
+    if lo.shape != no.shape or lo.ndim != 2:
+        raise ValueError(f"low {lo.shape} and normal {no.shape} must be the same 2-D shape")
+    body = body_mask(no)
+    if not body.any():
+        raise ValueError(f"{name}: no body found in the normal-dose image")
+    detrend = regions is None
+    if regions is None:
+        regions = find_flat_regions(no, spacing=spacing, body_mask=body, n=n_regions)
+    if not regions:
+        raise ValueError(f"{name}: no flat region found in the normal-dose image")
+    return Case(
+        name=name,
+        kind=kind,
+        dose=float(dose),
+        low=lo,
+        normal=no,
+        spacing=(float(spacing[0]), float(spacing[1])),
+        regions=[tuple(r) for r in regions],
+        detrend=detrend,
+        body=body,
+        truth=None if truth is None else np.asarray(truth, dtype=np.float32),
+    )
+
+
+def load_l506(folder: str | Path = L506_DIR, *, log: Callable[[str], None] = print) -> Case | None:
+    """The real quarter-dose / full-dose pair, or None (with a message) when it is absent.
+
+    Parameters
+    ----------
+    folder : str or Path, optional
+        Folder holding :data:`L506_LOW` and :data:`L506_NORMAL` (512 x 512 uint16
+        little-endian, HU = value - 1024; 0.7 mm pixels assumed).
+    log : callable, optional
+        Where the skip message goes.
+    """
+    from ctdid.io import read_volume
+
+    folder = Path(folder)
+    paths = [folder / L506_LOW, folder / L506_NORMAL]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        log(f"skipping the real pair: {', '.join(str(p) for p in missing)} not found")
+        return None
+    low, normal = (
+        read_volume(
+            p, shape=(512, 512), dtype="uint16", hu_offset=-1024, spacing=L506_SPACING_MM
+        ).hu[0]
+        for p in paths
+    )
+    return make_case(
+        L506_CASE,
+        "real",
+        low=low,
+        normal=normal,
+        spacing=(L506_SPACING_MM[1], L506_SPACING_MM[2]),
+        dose=PAIR_DOSE,
+    )
+
+
+def _simulator_hash() -> str:
+    """Short hash of the simulator's sources: a changed simulator invalidates the cache."""
+    import ctdid.sim
+    import ctdid.train.pairs
+
+    digest = hashlib.sha256()
+    sim_dir = Path(ctdid.sim.__file__).parent
+    for p in [*sorted(sim_dir.glob("*.py")), Path(ctdid.train.pairs.__file__)]:
+        digest.update(p.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def simulate_phantom_pair(kind: str, seed: int) -> dict[str, Any]:
+    """Draw a test phantom and scan it at normal and quarter dose (about 25 s per slice).
+
+    Returns
+    -------
+    dict
+        ``truth``, ``low``, ``normal`` (float32 HU), ``spacing`` (dy, dx in mm) and
+        ``flat_roi`` (row start, row stop, column start, column stop).
+    """
+    from ctdid.sim import abdomen_phantom, chest_phantom
+    from ctdid.train.pairs import phantom_pair
+
+    if kind not in ("abdomen", "chest"):
+        raise ValueError(f"unknown phantom kind {kind!r} (abdomen or chest)")
+    ph = abdomen_phantom(seed=seed) if kind == "abdomen" else chest_phantom(seed=seed)
+    low, normal = phantom_pair(
+        ph.hu, spacing=ph.spacing, dose=PAIR_DOSE, seed=seed + NOISE_SEED_OFFSET
+    )
+    rows, cols = ph.flat_roi
+    return {
+        "truth": ph.hu,
+        "low": low,
+        "normal": normal,
+        "spacing": ph.spacing,
+        "flat_roi": (rows.start, rows.stop, cols.start, cols.stop),
+    }
+
+
+def check_cache_dir(cache: str | Path) -> Path:
+    """The cache folder, created; refuses a folder inside the checkout.
+
+    Raises
+    ------
+    ValueError
+        If ``cache`` lies inside the repository.
+    """
+    path = Path(cache).expanduser().resolve()
+    if path == ROOT or ROOT in path.parents:
+        raise ValueError(f"the cache {path} must not be inside the checkout {ROOT}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def simulated_cases(
+    cache: str | Path,
+    *,
+    slices: Sequence[tuple[str, int]] = SIM_SLICES,
+    simulate: Callable[[str, int], Mapping[str, Any]] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Case]:
+    """The simulated quarter-dose test cases, simulated once and cached as ``.npz``.
+
+    Parameters
+    ----------
+    cache : str or Path
+        Cache folder (outside the checkout).
+    slices : sequence of (str, int), optional
+        Phantom kinds and anatomy seeds.
+    simulate : callable, optional
+        ``simulate(kind, seed)`` returning a mapping like :func:`simulate_phantom_pair` (the
+        default).
+    log : callable, optional
+        Progress messages.
+    """
+    folder = check_cache_dir(cache)
+    simulate = simulate_phantom_pair if simulate is None else simulate
+    key = _simulator_hash()
+    cases = []
+    for kind, seed in slices:
+        path = folder / f"{kind}-{seed}-d{PAIR_DOSE:g}-{key}.npz"
+        if not path.is_file():
+            log(f"simulating {kind} phantom seed {seed} (cached in {path}) ...")
+            t0 = time.perf_counter()
+            data = dict(simulate(kind, seed))
+            tmp = path.with_suffix(".tmp.npz")
+            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in data.items()}
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(path)
+            log(f"  done in {time.perf_counter() - t0:.0f} s")
+        with np.load(path) as z:
+            r0, r1, c0, c1 = (int(v) for v in z["flat_roi"])
+            sp = tuple(float(v) for v in z["spacing"])
+            cases.append(
+                make_case(
+                    f"{kind}-{seed}",
+                    "phantom",
+                    low=z["low"],
+                    normal=z["normal"],
+                    truth=z["truth"],
+                    spacing=(sp[0], sp[1]),
+                    dose=PAIR_DOSE,
+                    regions=[(slice(r0, r1), slice(c0, c1))],
+                )
+            )
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------
+# models and measurements
+
+
+def load_models(
+    names: Sequence[str] | None = None, *, weights_dir: str | Path | None = None
+) -> dict[str, HUAdapter]:
+    """Load shipped models by name (default: all found in ``weights_dir``), in eval mode."""
+    from ctdid.models import available_models, load_model
+
+    if names is None:
+        names = available_models(weights_dir=weights_dir)
+    return {n: load_model(n, weights_dir=weights_dir).eval() for n in names}
+
+
+def training_dose(model: HUAdapter) -> float | None:
+    """The dose fraction a model was trained at, from its card (None if unknown)."""
+    dose = model.meta.get("training_dose")
+    return None if dose is None else float(dose)
+
+
+def denoise(model: torch.nn.Module, hu: NDArray[Any]) -> NDArray[np.float32]:
+    """Run an HU-to-HU model on one slice (no gradients), float32 HU out."""
+    x = torch.from_numpy(np.array(hu, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        out = model(x)
+    return np.asarray(out[0, 0].detach().cpu().numpy(), dtype=np.float32)
+
+
+def _std(case: Case, img: NDArray[Any]) -> float:
+    return roi_noise_std(img, case.regions, detrend=case.detrend)
+
+
+def input_metrics(case: Case) -> dict[str, float | None]:
+    """RMSE (body, vs normal dose and vs truth) and flat-region STD of the input, in HU."""
+    return {
+        "rmse_input_hu": rmse(case.low, case.normal, mask=case.body),
+        "rmse_truth_input_hu": (
+            None if case.truth is None else rmse(case.low, case.truth, mask=case.body)
+        ),
+        "std_input_hu": _std(case, case.low),
+        "std_normal_hu": _std(case, case.normal),
+    }
+
+
+def evaluate_case(
+    name: str,
+    model: torch.nn.Module,
+    case: Case,
+    *,
+    tv_iter: int = 200,
+    inputs: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """Measure one model on one case, beside the input and TV at the model's STD.
+
+    Parameters
+    ----------
+    name : str
+        Model name, copied into the row.
+    model : nn.Module
+        HU-to-HU denoiser taking (B, 1, H, W).
+    case : Case
+        Test input.
+    tv_iter : int, optional
+        Iterations of :func:`ctdid.metrics.baselines.tv_denoise`.
+    inputs : mapping, optional
+        :func:`input_metrics` of ``case``, if already computed.
+
+    Returns
+    -------
+    dict
+        One result row: ``model``, ``case``, ``kind``, ``dose``, ``training_dose``, RMSEs and
+        STDs (``*_hu``) of input, model and TV, ``tv_weight_hu``, ``tv_matched`` (STD within
+        2 %), ``rmse_reduction`` and ``rmse_reduction_tv`` (``1 - RMSE / RMSE of input``) and
+        ``seconds`` (model run time).
+    """
+    inp = dict(inputs) if inputs is not None else input_metrics(case)
+    t0 = time.perf_counter()
+    out = denoise(model, case.low)
+    seconds = time.perf_counter() - t0
+    std_model = _std(case, out)
+    tv = match_noise(
+        tv_denoise,
+        case.low,
+        target_std=std_model,
+        roi=case.regions,
+        detrend=case.detrend,
+        n_iter=tv_iter,
+    )
+    rmse_model = rmse(out, case.normal, mask=case.body)
+    rmse_tv = rmse(tv.image, case.normal, mask=case.body)
+    rmse_in = float(inp["rmse_input_hu"] or math.nan)
+    meta = getattr(model, "meta", {}) or {}
+    row: dict[str, Any] = {
+        "model": name,
+        "case": case.name,
+        "kind": case.kind,
+        "dose": case.dose,
+        "training_dose": meta.get("training_dose"),
+        **inp,
+        "rmse_hu": rmse_model,
+        "rmse_tv_hu": rmse_tv,
+        "rmse_truth_hu": None if case.truth is None else rmse(out, case.truth, mask=case.body),
+        "rmse_truth_tv_hu": (
+            None if case.truth is None else rmse(tv.image, case.truth, mask=case.body)
+        ),
+        "std_hu": std_model,
+        "std_tv_hu": tv.std,
+        "tv_weight_hu": tv.weight,
+        "tv_matched": bool(abs(tv.std - std_model) <= 0.02 * std_model),
+        "rmse_reduction": 1.0 - rmse_model / rmse_in,
+        "rmse_reduction_tv": 1.0 - rmse_tv / rmse_in,
+        "seconds": seconds,
+    }
+    return row
+
+
+def evaluate(
+    models: Mapping[str, torch.nn.Module],
+    cases: Sequence[Case],
+    *,
+    common_dose: float = PAIR_DOSE,
+    tv_iter: int = 200,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Measure every model on every case at ``common_dose`` and, for simulated cases, at the
+    model's own training dose.
+
+    Parameters
+    ----------
+    models : mapping of str to nn.Module
+        Name -> HU-to-HU denoiser (an :class:`HUAdapter`; its ``meta["training_dose"]`` picks
+        the extra dose).
+    cases : sequence of Case
+        Test inputs at ``common_dose`` (other doses are derived from the phantom pairs).
+    common_dose : float, optional
+        Dose every model is evaluated at.
+    tv_iter : int, optional
+        TV iterations.
+    log : callable, optional
+        Progress messages.
+
+    Returns
+    -------
+    list of dict
+        Rows of :func:`evaluate_case`.
+    """
+    rows = []
+    derived: dict[tuple[str, float], tuple[Case, dict[str, float | None]]] = {}
+    for name, model in models.items():
+        own = getattr(model, "meta", {}).get("training_dose")
+        for base in cases:
+            doses = [common_dose]
+            if base.kind != "real" and own is not None and float(own) != common_dose:
+                doses.append(float(own))
+            for dose in doses:
+                key = (base.name, dose)
+                if key not in derived:
+                    case = base.at_dose(dose)
+                    derived[key] = (case, input_metrics(case))
+                case, inp = derived[key]
+                row = evaluate_case(name, model, case, tv_iter=tv_iter, inputs=inp)
+                log(
+                    f"{name:>12} on {case.name} at dose {dose:g}: RMSE {row['rmse_input_hu']:.1f}"
+                    f" -> {row['rmse_hu']:.1f} HU (TV {row['rmse_tv_hu']:.1f}), STD "
+                    f"{row['std_input_hu']:.1f} -> {row['std_hu']:.1f} HU"
+                )
+                rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# checks and summaries
+
+
+def trend_order(models: Mapping[str, torch.nn.Module]) -> list[str]:
+    """Models of the dose-trend check: the largest group sharing an architecture and with a
+    training dose, sorted from the highest to the lowest training dose."""
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for name, model in models.items():
+        meta = getattr(model, "meta", {}) or {}
+        if meta.get("training_dose") is None:
+            continue
+        groups.setdefault(str(meta.get("architecture")), []).append(
+            (float(meta["training_dose"]), name)
+        )
+    if not groups:
+        return []
+    best = max(groups.values(), key=len)
+    return [n for _, n in sorted(best, key=lambda t: (-t[0], t[1]))]
+
+
+def dose_trend(
+    rows: Sequence[Mapping[str, Any]], order: Sequence[str], *, dose: float = PAIR_DOSE
+) -> dict[str, Any]:
+    """Check that the STD falls along ``order`` on every input at ``dose``.
+
+    Returns
+    -------
+    dict
+        ``models`` (the order), ``per_case`` (case -> STDs in HU along the order, and whether
+        they fall strictly) and ``passed`` (True/False; None with fewer than two models or no
+        case measured with all of them).
+    """
+    per_case: dict[str, dict[str, Any]] = {}
+    cases = sorted({r["case"] for r in rows if r["dose"] == dose})
+    for case in cases:
+        by_model = {
+            r["model"]: r["std_hu"] for r in rows if r["case"] == case and r["dose"] == dose
+        }
+        if not all(m in by_model for m in order):
+            continue
+        stds = [float(by_model[m]) for m in order]
+        per_case[case] = {
+            "std_hu": stds,
+            "falls": all(b < a for a, b in itertools.pairwise(stds)),
+        }
+    passed = None if len(order) < 2 or not per_case else all(v["falls"] for v in per_case.values())
+    return {"models": list(order), "dose": dose, "per_case": per_case, "passed": passed}
+
+
+def target_check(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    model: str = TARGET_MODEL,
+    case: str = L506_CASE,
+    threshold: float = TARGET_REDUCTION,
+) -> dict[str, Any]:
+    """Does ``model`` lower the RMSE vs normal dose on ``case`` by >= ``threshold``?
+
+    Returns
+    -------
+    dict
+        ``model``, ``case``, ``threshold``, ``rmse_reduction`` (None if not measured) and
+        ``passed`` (None if not measured).
+    """
+    found = [
+        r for r in rows if r["model"] == model and r["case"] == case and r["dose"] == PAIR_DOSE
+    ]
+    red = float(found[0]["rmse_reduction"]) if found else None
+    return {
+        "model": model,
+        "case": case,
+        "threshold": threshold,
+        "rmse_reduction": red,
+        "passed": None if red is None else bool(red >= threshold),
+    }
+
+
+_CARD_KEYS = (
+    "rmse_input_hu",
+    "rmse_hu",
+    "rmse_tv_hu",
+    "std_input_hu",
+    "std_hu",
+    "std_tv_hu",
+    "rmse_reduction",
+    "rmse_reduction_tv",
+    "rmse_truth_input_hu",
+    "rmse_truth_hu",
+    "rmse_truth_tv_hu",
+)
+
+
+def _mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _CARD_KEYS:
+        vals = [float(r[key]) for r in rows if r.get(key) is not None]
+        if vals:
+            out[key] = round(float(np.mean(vals)), 4)
+    out["cases"] = ", ".join(sorted({str(r["case"]) for r in rows}))
+    return out
+
+
+def card_metrics(rows: Sequence[Mapping[str, Any]], model: str) -> dict[str, Any]:
+    """The ``metrics`` field of a model's card: means over the real and simulated test sets.
+
+    Keys: ``real_L506_dose0.25`` and ``simulated_dose<d>`` (one per dose evaluated), each a
+    mapping of the measurements (units in the names; ``rmse_reduction`` is a fraction), plus
+    ``evaluation`` (how and when).
+    """
+    mine = [r for r in rows if r["model"] == model]
+    out: dict[str, Any] = {
+        "evaluation": (
+            "benchmarks/eval_denoisers.py: RMSE vs normal dose inside the body, STD in flat "
+            "regions, TV at matched STD; "
+            f"{datetime.date.today().isoformat()}"
+        )
+    }
+    for kind, label in (("real", "real_"), ("phantom", "simulated_")):
+        for dose in sorted({float(r["dose"]) for r in mine if r["kind"] == kind}, reverse=True):
+            group = [r for r in mine if r["kind"] == kind and float(r["dose"]) == dose]
+            prefix = f"{label}{group[0]['case']}_" if kind == "real" else label
+            out[f"{prefix}dose{dose:g}"] = _mean_metrics(group)
+    return out
+
+
+def update_cards(
+    rows: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    *,
+    weights_dir: str | Path | None = None,
+) -> list[Path]:
+    """Write :func:`card_metrics` into each model's card (the weights are not touched).
+
+    The card's ``weights_sha256`` is checked against the weights first, so a card is never
+    rewritten beside weights it does not describe.
+
+    Returns
+    -------
+    list of Path
+        The cards written.
+    """
+    from ctdid.models import SHIPPED_WEIGHTS_DIR, ModelCard
+
+    folder = Path(SHIPPED_WEIGHTS_DIR if weights_dir is None else weights_dir)
+    written = []
+    for name in names:
+        path = folder / f"{name}.card.yaml"
+        card = ModelCard.load(path)
+        card.verify_weights(folder / f"{name}.safetensors")
+        new = dataclasses.replace(card, metrics=card_metrics(rows, name))
+        written.append(new.save(path, overwrite=True))
+    return written
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _dose(value: Any) -> str:
+    return "-" if value is None else f"{float(value):g}"
+
+
+def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per model and test set (real pair; simulated slices per input dose, averaged) as a
+    Markdown table: RMSE vs normal dose and flat-region STD of input, model and TV at matched
+    STD, in HU."""
+    head = (
+        "| model | train dose | test set | dose | RMSE input / model / TV | "
+        "STD input / model / TV | RMSE reduction model / TV |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        for kind in ("real", "phantom"):
+            for dose in sorted({float(r["dose"]) for r in mine if r["kind"] == kind}, reverse=True):
+                group = [r for r in mine if r["kind"] == kind and float(r["dose"]) == dose]
+                m = _mean_metrics(group)
+                label = group[0]["case"] if kind == "real" else f"simulated ({len(group)})"
+                lines.append(
+                    f"| {model} | {_dose(group[0]['training_dose'])} | {label} | {dose:g} "
+                    f"| {m['rmse_input_hu']:.1f} / {m['rmse_hu']:.1f} / {m['rmse_tv_hu']:.1f} "
+                    f"| {m['std_input_hu']:.1f} / {m['std_hu']:.1f} / {m['std_tv_hu']:.1f} "
+                    f"| {100 * m['rmse_reduction']:.0f} % / {100 * m['rmse_reduction_tv']:.0f} % |"
+                )
+    return head + "\n".join(lines) + "\n"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a Markdown table (HU; reduction in %)."""
+    head = (
+        "| model | train dose | input | dose | RMSE input | RMSE model | RMSE TV | STD input "
+        "| STD model | STD TV | RMSE reduction model / TV |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {_dose(r['training_dose'])} | {r['case']} | {r['dose']:g} "
+            f"| {_fmt(r['rmse_input_hu'])} | {_fmt(r['rmse_hu'])} | {_fmt(r['rmse_tv_hu'])} "
+            f"| {_fmt(r['std_input_hu'])} | {_fmt(r['std_hu'])} | {_fmt(r['std_tv_hu'])}"
+            f"{'' if r['tv_matched'] else ' (not matched)'} "
+            f"| {100 * r['rmse_reduction']:.0f} % / {100 * r['rmse_reduction_tv']:.0f} % |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def checks_text(trend: Mapping[str, Any], target: Mapping[str, Any]) -> str:
+    """The two checks in words (Markdown)."""
+
+    def verdict(passed: bool | None) -> str:
+        return {True: "PASS", False: "FAIL", None: "not measured"}[passed]
+
+    lines = [
+        f"- Dose trend (STD falls along {' > '.join(trend['models']) or 'no models'} on every "
+        f"input at dose {trend['dose']:g}): {verdict(trend['passed'])}"
+    ]
+    for case, v in trend["per_case"].items():
+        stds = ", ".join(f"{s:.1f}" for s in v["std_hu"])
+        lines.append(f"  - {case}: {stds} HU{'' if v['falls'] else ' (does not fall)'}")
+    red = target["rmse_reduction"]
+    red_text = "-" if red is None else f"{100 * red:.1f} %"
+    lines.append(
+        f"- Target ({target['model']} lowers RMSE vs full dose on {target['case']} by >= "
+        f"{100 * target['threshold']:.0f} %): {red_text}, {verdict(target['passed'])}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="two simulated slices instead of six")
+    p.add_argument(
+        "--models", nargs="+", default=None, help="model names (default: every shipped model)"
+    )
+    p.add_argument("--weights-dir", type=Path, default=None, help="folder of the models")
+    p.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="simulated pairs (not in the checkout)"
+    )
+    p.add_argument("--l506", type=Path, default=L506_DIR, help="folder of the real pair")
+    p.add_argument("--json", type=Path, default=None, help="write rows and checks as JSON")
+    p.add_argument("--markdown", type=Path, default=None, help="write the table and checks")
+    p.add_argument(
+        "--update-cards", action="store_true", help="write the metrics into each model card"
+    )
+    p.add_argument("--tv-iter", type=int, default=200, help="TV iterations (default 200)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation; returns the exit status (0 also when a check fails)."""
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = None if args.models is None else [n for m in args.models for n in m.split(",") if n]
+    models = load_models(names, weights_dir=args.weights_dir)
+    if not models:
+        print("no shipped models found (src/ctdid/weights/<name>.safetensors + .card.yaml)")
+        return 1
+    try:
+        cache = check_cache_dir(args.cache)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    cases: list[Case] = []
+    real = load_l506(args.l506)
+    if real is not None:
+        cases.append(real)
+    cases += simulated_cases(cache, slices=SIM_SLICES_QUICK if args.quick else SIM_SLICES)
+    rows = evaluate(models, cases, tv_iter=args.tv_iter)
+    trend = dose_trend(rows, trend_order(models))
+    target = target_check(rows)
+    text = (
+        "Summary (means over the simulated slices):\n\n"
+        + summary_table(rows)
+        + "\nEvery input:\n\n"
+        + markdown_table(rows)
+        + "\n"
+        + checks_text(trend, target)
+    )
+    print()
+    print(text)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.markdown is not None:
+        args.markdown.write_text(text, encoding="utf-8")
+    if args.json is not None:
+        doc = {
+            "ctdid_version": __import__("ctdid").__version__,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "models": list(models),
+            "cases": [c.name for c in cases],
+            "real_pair_measured": real is not None,
+            "rows": rows,
+            "dose_trend": trend,
+            "target": target,
+        }
+        args.json.write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
+    if args.update_cards:
+        for path in update_cards(rows, list(models), weights_dir=args.weights_dir):
+            print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
