@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
@@ -25,14 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ctdid.errors import InputError
+from ctdid.io.structured import STRUCTURED_SUFFIXES, read_structured, write_structured
 
 __all__ = ["CARD_SUFFIXES", "ModelCard", "sha256_file"]
 
 #: File name endings read and written as cards (YAML or JSON).
-CARD_SUFFIXES = (".yaml", ".yml", ".json")
+CARD_SUFFIXES = STRUCTURED_SUFFIXES
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED = ("name", "architecture", "hu_offset", "hu_scale")
@@ -169,24 +167,7 @@ class ModelCard:
             If the file is missing, not valid YAML/JSON, or the card is invalid.
         """
         p = Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in CARD_SUFFIXES:
-            raise InputError(
-                f"a model card must end in {', '.join(CARD_SUFFIXES)}, got {p.suffix!r}", path=p
-            )
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("model card not found", path=p) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read model card: {exc}", path=p) from None
-        try:
-            data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            msg = " ".join(str(exc).split())
-            raise InputError(
-                f"model card is not valid {suffix[1:].upper()}: {msg}", path=p
-            ) from None
+        data = read_structured(p, what="model card")
         return cls.from_dict(data, path=p)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -211,22 +192,8 @@ class ModelCard:
         OutputExistsError
             If ``path`` exists and ``overwrite`` is false.
         """
-        from ctdid.io.atomic import atomic_file
 
-        p = Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in CARD_SUFFIXES:
-            raise InputError(
-                f"a model card must end in {', '.join(CARD_SUFFIXES)}, got {p.suffix!r}", path=p
-            )
-        data = self.to_dict()
-        if suffix == ".json":
-            text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-        else:
-            text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-        with atomic_file(p, overwrite=overwrite) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        return p.absolute()
+        return write_structured(self.to_dict(), path, what="model card", overwrite=overwrite)
 
     def verify_weights(self, path: str | os.PathLike[str]) -> None:
         """Check the weights file against :attr:`weights_sha256` (no check if it is unset).

@@ -11,16 +11,14 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ctdid.errors import InputError
+from ctdid.io.structured import read_structured, write_structured
 
 __all__ = ["RESUME_IGNORED_FIELDS", "TrainConfig"]
 
@@ -181,24 +179,7 @@ class TrainConfig:
             Missing or unparsable file, or not a mapping.
         """
         p = Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in _SUFFIXES:
-            raise InputError(
-                f"a training config must end in {', '.join(_SUFFIXES)}, got {p.suffix!r}", path=p
-            )
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("training config not found", path=p) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read training config: {exc}", path=p) from None
-        try:
-            data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            msg = " ".join(str(exc).split())
-            raise InputError(
-                f"training config is not valid {suffix[1:].upper()}: {msg}", path=p
-            ) from None
+        data = read_structured(p, what="training config")
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -226,22 +207,7 @@ class TrainConfig:
         OutputExistsError
             If ``path`` exists and ``overwrite`` is false.
         """
-        from ctdid.io.atomic import atomic_file
-
-        p = Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in _SUFFIXES:
-            raise InputError(
-                f"a training config must end in {', '.join(_SUFFIXES)}, got {p.suffix!r}", path=p
-            )
-        data = self.to_dict()
-        if suffix == ".json":
-            text = json.dumps(data, indent=2) + "\n"
-        else:
-            text = yaml.safe_dump(data, sort_keys=False)
-        with atomic_file(p, overwrite=overwrite) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        return p.absolute()
+        return write_structured(self.to_dict(), path, what="training config", overwrite=overwrite)
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Names of fields that differ and matter for the result (resume check)."""
