@@ -227,15 +227,36 @@ def test_callback_and_generator_give_the_run_candidates(model, noisy, robust):
         except StopIteration as stop:
             from_gen = stop.value
             break
-    # Made in order: default, high outward, low outward.
+    # Made in order: the default, then both directions interleaved, each from the default
+    # outward, so that both ends of the curve start to show at once.
+    d = stack.default_index
+    outward = {"high": list(reversed(stack.candidates[:d])), "low": list(stack.candidates[d + 1 :])}
+    for seq in (seen, yielded):
+        assert len(seq) == len(stack)
+        assert seq[0].direction == "default"
+        np.testing.assert_array_equal(seq[0].image, stack.default.image)
+        for direction, expected in outward.items():
+            made = [c for c in seq if c.direction == direction]
+            assert len(made) == len(expected)
+            for a, b in zip(made, expected, strict=True):
+                np.testing.assert_array_equal(a.image, b.image)
+                assert a.step == b.step
+        assert {c.direction for c in seq[1:4]} == {"high", "low"}
+        assert np.all(np.diff([c.elapsed for c in seq]) >= 0)
+    np.testing.assert_array_equal(from_gen.images, robust.images)
+
+
+def test_sequential_directions_give_the_same_candidates(model, noisy, robust):
+    seen = []
+    stack = InteractiveDenoiser(model, interleave=False).run(noisy, callback=seen.append)
+    assert stack.info["interleave"] is False and robust.info["interleave"] is True
+    np.testing.assert_array_equal(stack.images, robust.images)
     d = stack.default_index
     creation = [stack[d], *reversed(stack.candidates[:d]), *stack.candidates[d + 1 :]]
-    for seq in (seen, yielded):
-        assert len(seq) == len(creation)
-        for a, b in zip(seq, creation, strict=True):
-            np.testing.assert_array_equal(a.image, b.image)
-            assert a.direction == b.direction and a.step == b.step
-    np.testing.assert_array_equal(from_gen.images, robust.images)
+    assert [c.direction for c in seen] == [c.direction for c in creation]
+    assert [c.step for c in seen] == [c.step for c in creation]
+    # One network copy instead of two: smaller memory estimate.
+    assert stack.peak_memory_bytes < robust.peak_memory_bytes
 
 
 def test_generator_can_stop_early(model, noisy):
@@ -243,7 +264,8 @@ def test_generator_can_stop_early(model, noisy):
     first = next(gen)
     second = next(gen)
     gen.close()
-    assert first.direction == "default" and second.direction == "high"
+    assert first.direction == "default" and second.direction in ("high", "low")
+    assert second.step >= 1
 
 
 def test_interpolate_on_real_stack(robust):
@@ -339,15 +361,59 @@ def test_run_volume_shared_and_per_slice(model):
     assert per_slice[1].default.image.shape == (N, N)
 
 
-def test_fast_mode_close_to_robust(model, noisy, robust):
+def curve_distance(ref, other) -> list[float]:
+    """For each candidate of ``ref``, RMSE in HU inside the body to the nearest of ``other``."""
+    body = ref.body
+    return [
+        min(float(np.sqrt(np.mean((r.image - o.image)[body] ** 2))) for o in other) for r in ref
+    ]
+
+
+def forwards_per_step(stack) -> float:
+    fwd = sum(stack.info[d]["forward_passes"] for d in ("high", "low"))
+    return fwd / sum(stack.steps.values())
+
+
+def test_adaptive_step_control_is_cheaper_and_close(model, noisy, robust):
+    adaptive = InteractiveDenoiser(model, step_control="adaptive").run(noisy)
+    assert forwards_per_step(adaptive) < forwards_per_step(robust)
+    assert forwards_per_step(adaptive) < 1.6
+    assert adaptive.coverage["high"] >= 0.8 and adaptive.coverage["low"] >= 0.8
+    assert np.median(curve_distance(robust, adaptive)) < 3.0  # HU
+
+
+@pytest.fixture(scope="module")
+def fast(model, noisy):
+    return InteractiveDenoiser(model, mode="fast").run(noisy)
+
+
+def test_fast_mode_default_close_to_robust_with_fewer_iterations(fast, robust, noisy):
+    # Whole image, adaptive step control, twice the progress per iteration.
+    assert fast.info["train_shape"] == [1, 1, N, N]
+    assert fast.info["high"]["delta"] == pytest.approx(0.08)
+    assert sum(fast.steps.values()) < 0.75 * sum(robust.steps.values())
+    assert forwards_per_step(fast) < 1.6
+    assert fast.coverage["high"] >= 0.8 and fast.coverage["low"] >= 0.8
+    dist = curve_distance(robust, fast)
+    assert np.median(dist) < 3.0  # HU; neighbouring candidates are ~3-10 HU apart
+    noise = np.array([c.image[ROI].std() for c in fast])
+    assert np.all(np.diff(noise) <= 0.1), noise
+    assert np.all(np.diff(fast.strengths) > 0)
+
+
+def test_fast_mode_deterministic(model, noisy, fast):
+    again = InteractiveDenoiser(model, mode="fast").run(noisy)
+    np.testing.assert_array_equal(again.images, fast.images)
+
+
+def test_fast_mode_on_crops(model, noisy, robust):
     fast = InteractiveDenoiser(model, mode="fast", crop_size=32, n_crops=2).run(noisy)
     assert fast.info["train_shape"] == [2, 1, 32, 32]
     assert fast.coverage["high"] >= 0.7 and fast.coverage["low"] >= 0.7
-    body = robust.body
-    dist = [
-        min(float(np.sqrt(np.mean((r.image - f.image)[body] ** 2))) for f in fast) for r in robust
-    ]
-    assert np.median(dist) < 5.0  # HU; candidates' own spacing is ~3 HU
+    assert np.median(curve_distance(robust, fast)) < 5.0  # HU; candidates' own spacing is ~3 HU
+    # Crop positions follow the seed.
+    same = InteractiveDenoiser(model, mode="fast", crop_size=32, n_crops=2).run(noisy)
+    np.testing.assert_array_equal(same.images, fast.images)
 
 
 def test_time_budget_and_max_steps(model, noisy):
@@ -397,6 +463,9 @@ def test_progress_function():
         ({"coverage": 1.5}, "coverage must be"),
         ({"max_steps": 0}, "max_steps must be"),
         ({"outside_weight": 2.0}, "outside_weight must be"),
+        ({"step_control": "newton"}, "step_control must be"),
+        ({"crop_size": 4}, "crop_size must be"),
+        ({"step_progress": 0.0}, "step_progress must be"),
         ({"optimizer": lambda p: torch.optim.SGD(p, lr=1.0)}, "faithful mode"),
     ],
 )
