@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctdid.sim.phantoms import abdomen_phantom, chest_phantom, disk_phantom, water_cylinder
+from ctdid.sim.phantoms import (
+    abdomen_phantom,
+    chest_phantom,
+    disk_phantom,
+    mita_lcd_phantom,
+    mtf_phantom,
+    shepp_logan_phantom,
+    water_cylinder,
+)
 
 
 def test_water_cylinder() -> None:
@@ -89,3 +97,65 @@ def test_chest_phantom() -> None:
     assert len(ph.lesions) == 4
     for les in ph.lesions:
         assert np.all(ph.hu[les.mask(ph.hu.shape, scale=0.5)] == -850 + les.contrast)
+
+
+@pytest.mark.parametrize("modified", [True, False])
+def test_shepp_logan_phantom_values(modified: bool) -> None:
+    ph = shepp_logan_phantom(shape=256, fov_mm=256.0, modified=modified)
+    hu = ph.hu
+    assert hu.shape == (256, 256) and hu.dtype == np.float32 and ph.spacing == (1.0, 1.0)
+    assert hu[0, 0] == -1000
+    skull, brain = (0.0, -800.0) if modified else (1000.0, 20.0)
+    ring = ph.masks["head"] & ~ph.masks["brain"]
+    assert np.median(hu[ring]) == pytest.approx(skull)
+    assert np.all(hu[ph.flat_roi] == pytest.approx(brain))
+    # Ellipses add: the three round blobs are 100 (10) HU above the brain around them.
+    assert len(ph.lesions) == 3
+    for les in ph.lesions:
+        assert les.contrast == pytest.approx(100.0 if modified else 10.0)
+        core = hu[les.mask(hu.shape, scale=0.5)]
+        assert core.size > 0
+    # Standard orientation: the three small bottom ellipses lie below the centre.
+    assert ph.lesions[-1].center[0] > 200
+    # Where the upper blob (centre 0.1, radius 0.046 of the half field, y up) overlaps the
+    # large ellipse above it (from 0.1 up) the image holds the sum of both: row of y = 0.13.
+    assert hu[111, 127] == pytest.approx(brain + (200.0 if modified else 20.0))
+
+
+def test_mita_lcd_phantom_rods() -> None:
+    ph = mita_lcd_phantom(shape=512, fov_mm=250.0)
+    px = 250.0 / 512
+    assert [les.contrast for les in ph.lesions] == [14.0, 7.0, 5.0, 3.0]
+    diameters = [2 * les.radius * px for les in ph.lesions]
+    np.testing.assert_allclose(diameters, [3.0, 5.0, 7.0, 10.0])
+    for les in ph.lesions:
+        inner = ph.hu[les.mask(ph.hu.shape, scale=0.6)]
+        assert inner.size > 0 and np.all(inner == les.contrast)
+        # Anti-aliased area matches the rod's cross-section.
+        box = les.mask(ph.hu.shape, scale=1.5)
+        area = ph.hu[box].sum() / les.contrast * px * px
+        assert area == pytest.approx(np.pi * (les.radius * px) ** 2, rel=0.03)
+        assert not les.mask(ph.hu.shape, scale=1.2)[ph.flat_roi].any()
+    assert np.all(ph.hu[ph.flat_roi] == 0)
+    assert np.median(ph.hu[ph.masks["cylinder"]]) == 0
+    with pytest.raises(ValueError, match="ring_mm"):
+        mita_lcd_phantom(ring_mm=95.0)
+
+
+def test_mtf_phantom_wire_and_insert() -> None:
+    ph = mtf_phantom(shape=256, fov_mm=250.0)
+    px = 250.0 / 256
+    wire, insert = ph.lesions
+    assert wire.contrast == 3000 and insert.contrast == 300
+    # The sub-pixel wire keeps its line integral: HU * area summed around it.
+    touched = ph.masks["wire"]
+    assert 1 <= touched.sum() <= 4
+    mass = ph.hu[touched].sum() * px * px
+    assert mass == pytest.approx(3000 * np.pi * 0.1**2, rel=0.03)
+    rows, cols = np.nonzero(touched)
+    assert abs(rows.mean() - wire.center[0]) < 1 and abs(cols.mean() - wire.center[1]) < 1
+    assert np.median(ph.hu[ph.masks["insert"]]) == 300
+    assert 2 * insert.radius * px == pytest.approx(30.0)
+    assert np.all(ph.hu[ph.flat_roi] == 0)
+    with pytest.raises(ValueError, match="wire_mm"):
+        mtf_phantom(wire_mm=0.0)

@@ -9,17 +9,20 @@ import pytest
 import torch
 from sim_testing import GEOMETRIES, PARALLEL, PIXEL, SMALL, N, ellipse_chords, ellipse_image
 
+from ctdid.sim import projector
+from ctdid.sim.geometry import FanBeamGeometry, ParallelBeamGeometry
 from ctdid.sim.projector import forward_project
 
 MU = 0.02  # 1/mm
 
 
+@pytest.mark.parametrize("method", ["joseph", "ray"])
 @pytest.mark.parametrize("name", list(GEOMETRIES))
-def test_matches_analytic_ellipse_integrals(name: str) -> None:
+def test_matches_analytic_ellipse_integrals(name: str, method: str) -> None:
     geometry = GEOMETRIES[name]
     obj = (25.0, -15.0, 80.0, 50.0, 0.4)  # off-centre, rotated ellipse (mm, rad)
     image = torch.tensor(MU * ellipse_image(*obj), dtype=torch.float32)
-    sino = forward_project(image, geometry, spacing=(PIXEL, PIXEL))
+    sino = forward_project(image, geometry, spacing=(PIXEL, PIXEL), method=method)  # type: ignore[arg-type]
     start, direction = geometry.rays(geometry.view_angles(), 1.0)
     exact = MU * ellipse_chords(start, direction, *obj)
     err = (sino.double() - exact).abs()
@@ -33,6 +36,34 @@ def test_matches_analytic_ellipse_integrals(name: str) -> None:
     # ... and all rays within 0.5 % RMS, 10 % at worst for rays grazing the edge.
     assert err.pow(2).mean().sqrt().item() < 0.005 * peak
     assert err.max().item() < 0.1 * peak
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_quarter_turn_symmetry_is_exact(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path (image turned by rot90 for views a quarter turn apart) equals computing
+    every view's rays, for both methods and a batch."""
+    geometry = GEOMETRIES[name]
+    rng = np.random.default_rng(1)
+    image = torch.tensor(rng.uniform(0, MU, (2, N, N)), dtype=torch.float32)
+    assert projector._quarter_turns(geometry, (N, N), (PIXEL, PIXEL)) > 1
+    fast = {
+        m: forward_project(image, geometry, spacing=(PIXEL, PIXEL), method=m)
+        for m in ("joseph", "ray")
+    }
+    monkeypatch.setattr(projector, "_quarter_turns", lambda *args: 1)
+    for method, sino in fast.items():
+        slow = forward_project(image, geometry, spacing=(PIXEL, PIXEL), method=method)  # type: ignore[arg-type]
+        assert torch.allclose(sino, slow, atol=1e-5 * slow.abs().max().item())
+
+
+def test_symmetry_needs_square_pixels_and_whole_quarter_turns() -> None:
+    q = projector._quarter_turns
+    assert q(SMALL, (64, 64), (1.0, 1.0)) == 4
+    assert q(PARALLEL, (64, 64), (1.0, 1.0)) == 2  # 180 degrees
+    assert q(SMALL, (64, 32), (1.0, 1.0)) == 1
+    assert q(SMALL, (64, 64), (1.0, 0.5)) == 1
+    assert q(FanBeamGeometry(n_views=30, n_cols=64), (64, 64), (1.0, 1.0)) == 1  # 30 % 4
+    assert q(ParallelBeamGeometry(n_views=30, n_cols=64, arc_deg=200.0), (8, 8), (1.0, 1.0)) == 1
 
 
 def test_parallel_projection_conserves_mass() -> None:
@@ -87,4 +118,6 @@ def test_invalid_arguments() -> None:
         forward_project(image, PARALLEL, spacing=(0.0, 1.0))
     with pytest.raises(ValueError):
         forward_project(image, PARALLEL, spacing=(1.0, 1.0), step=2.0)
+    with pytest.raises(ValueError, match="method"):
+        forward_project(image, PARALLEL, spacing=(1.0, 1.0), method="siddon")  # type: ignore[arg-type]
     assert math.isfinite(forward_project(image, PARALLEL, spacing=(1.0, 1.0)).sum().item())

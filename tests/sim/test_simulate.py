@@ -20,7 +20,6 @@ from ctdid.volume import CTVolume
 
 # Enough views and bins for noise statistics of a 200 mm cylinder, and fast.
 PARALLEL = ParallelBeamGeometry(n_views=90, n_cols=112, col_width_mm=2.0)
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +89,7 @@ def test_stack_volume_and_argument_checks(water: object) -> None:
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
-def test_insertion_into_mayo_slice_is_near_real_quarter_dose() -> None:
+def test_insertion_into_mayo_slice_is_near_real_quarter_dose(shared_data: Path) -> None:
     """Insert 25 % dose noise into a real full-dose slice (sharp kernel: ramp filter) and
     compare with Mayo's own quarter-minus-full difference of the same slice (L506).
 
@@ -103,7 +101,7 @@ def test_insertion_into_mayo_slice_is_near_real_quarter_dose() -> None:
     def load(path: Path) -> np.ndarray:
         return np.fromfile(path, "<u2").reshape(512, 512).astype(np.float32) - 1024
 
-    pair = SHARED / "mayo_pair_L506"
+    pair = shared_data / "mayo_pair_L506"
     fd = load(pair / "L506_FD_3mm_D45_slice32.raw")
     qd = load(pair / "L506_QD_3mm_D45_slice32.raw")
     centre = (slice(206, 306), slice(206, 306))

@@ -27,6 +27,9 @@ from ctdid.sim.phantoms import (
     abdomen_phantom,
     chest_phantom,
     disk_phantom,
+    mita_lcd_phantom,
+    mtf_phantom,
+    shepp_logan_phantom,
     water_cylinder,
 )
 from ctdid.sim.projector import forward_project
@@ -53,11 +56,14 @@ __all__ = [
     "hu_to_mu",
     "insertion_noise",
     "insertion_variance",
+    "mita_lcd_phantom",
+    "mtf_phantom",
     "mu_to_hu",
     "pixel_coordinates",
     "poisson_sinogram",
     "ramp_kernel",
     "rescale_noise",
+    "shepp_logan_phantom",
     "simulate_low_dose",
     "water_cylinder",
 ]

@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ctdid.sim.geometry import FanBeamGeometry, Geometry, pixel_coordinates
-from ctdid.sim.projector import _check_spacing
+from ctdid.sim.geometry import FanBeamGeometry, Geometry
+from ctdid.sim.projector import _check_spacing, _quarter_turns
 
 __all__ = ["KERNELS", "Kernel", "backproject", "fbp", "filter_sinogram", "ramp_kernel"]
 
@@ -156,13 +156,66 @@ def filter_sinogram(
     return torch.fft.irfft(spectrum, n=n_pad, dim=-1)[..., :n_cols]
 
 
+def _detector_grid(
+    geometry: Geometry,
+    angles: torch.Tensor,
+    shape: tuple[int, int],
+    spacing: tuple[float, float],
+    grid: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """grid_sample coordinates on the detector of every pixel, and the fan-beam weight.
+
+    Parameters
+    ----------
+    grid : Tensor, shape (>= V, 1, H * W, 2)
+        Zeros; the detector coordinate is written into ``grid[:V, ..., 0]``.
+
+    Returns
+    -------
+    grid : Tensor, shape (V, 1, H * W, 2)
+        Detector position mapped to [-1, 1] over the bin centres (``align_corners=True``).
+    weight : Tensor, shape (V, 1, H * W), or None
+        ``1 / L^2`` (curved) or ``(D / U)^2`` (flat); None for parallel beam.
+    """
+    h, w = shape
+    dy, dx = spacing
+    n_cols = geometry.n_cols
+    n = angles.numel()
+    dev = angles.device
+    xs = (torch.arange(w, dtype=torch.float64, device=dev) - (w - 1) / 2) * dx
+    ys = (torch.arange(h, dtype=torch.float64, device=dev) - (h - 1) / 2) * dy
+    xs, ys = xs.to(torch.float32)[None, None, :], ys.to(torch.float32)[None, :, None]
+    c, s = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]
+    scale = 2 / (n_cols - 1) / geometry.col_pitch
+    offset = ((n_cols - 1) / 2 + geometry.col_offset) * 2 / (n_cols - 1) - 1
+    # Every coordinate is a per-view sum of a column term and a row term (one pass each).
+    weight = None
+    if isinstance(geometry, FanBeamGeometry):
+        d = geometry.source_iso_mm
+        depth = (d - xs * c) + (-ys * s)  # D - r . e, (V, H, W)
+        lateral = xs * s + (-ys * c)
+        if geometry.detector == "curved":
+            u = torch.atan2(lateral, depth)
+            weight = (depth * depth).addcmul_(lateral, lateral).reciprocal_()  # 1 / L^2
+        else:
+            u = lateral.div_(depth).mul_(d)
+            weight = depth.reciprocal_().mul_(d).square_()  # (D / U)^2
+        weight = weight.reshape(n, 1, h * w)
+    else:
+        u = xs * c + ys * s
+    u = u.mul_(scale).add_(offset)
+    out = grid[:n]
+    out[:, 0, :, 0] = u.reshape(n, h * w)
+    return out, weight
+
+
 def backproject(
     filtered: torch.Tensor,
     geometry: Geometry,
     *,
     shape: tuple[int, int],
     spacing: tuple[float, float],
-    views_per_chunk: int = 16,
+    views_per_chunk: int = 8,
 ) -> torch.Tensor:
     """Weighted pixel-driven back-projection of filtered projections.
 
@@ -177,8 +230,8 @@ def backproject(
     spacing : tuple of float
         Output pixel size ``(dy, dx)`` in mm.
     views_per_chunk : int, optional
-        Views back-projected at once; bounds memory (about ``30 * views_per_chunk * H * W``
-        bytes).
+        Detector grids computed at once; bounds memory (about ``views_per_chunk * H * W *
+        (16 + 4 * r * B)`` bytes, ``r`` up to 4 quarter-turn groups, ``B`` the batch).
 
     Returns
     -------
@@ -187,45 +240,68 @@ def backproject(
         fan-beam distance weight, times ``pi / n_views`` (the angular step with the redundancy
         weight of a 360 degree scan, or of a 180 degree parallel scan). The detector reads zero
         beyond its end bins (linear fall-off over one bin).
+
+    Notes
+    -----
+    For a square image with square pixels and views that repeat every quarter turn, the
+    detector grid of view ``k`` serves views ``k + j V / 4`` too: their contributions are
+    summed on the grid turned by ``j`` quarter turns and turned back at the end
+    (:func:`torch.rot90`, exact). Views ride in ``grid_sample``'s batch axis (parallel over
+    CPU threads) and the quarter-turn groups and slices in its channel axis.
     """
     if filtered.ndim not in (2, 3):
         raise ValueError(f"filtered must be (V, C) or (B, V, C), got {tuple(filtered.shape)}")
+    if views_per_chunk < 1:
+        raise ValueError(f"views_per_chunk must be >= 1, got {views_per_chunk}")
     dy, dx = _check_spacing(spacing)
     squeeze = filtered.ndim == 2
     q = (filtered[None] if squeeze else filtered).to(torch.float32)
     b, n_views, n_cols = q.shape
+    if n_views != geometry.n_views or n_cols != geometry.n_cols:
+        raise ValueError(
+            f"filtered shape {tuple(q.shape)} does not match the geometry "
+            f"({geometry.n_views} views, {geometry.n_cols} columns)"
+        )
     h, w = shape
-    x, y = pixel_coordinates((h, w), (dy, dx), device=q.device)
-    angles = geometry.view_angles(device=q.device)
-    centre = (n_cols - 1) / 2 + geometry.col_offset
-    image = torch.zeros(b, h * w, dtype=torch.float32, device=q.device)
-    # Linear interpolation along the detector by grid_sample: views ride in its batch axis,
-    # slices in its channel axis; outside the detector it reads zeros.
-    rows = q.permute(1, 0, 2)[:, :, None, :]  # (V, B, 1, C)
-    for first in range(0, n_views, views_per_chunk):
+    groups = _quarter_turns(geometry, (h, w), (dy, dx))
+    per_group = n_views // groups
+    angles = geometry.view_angles(device=q.device)[:per_group]
+    # rows[k, j * B + b] is slice b's view k + j * per_group, read along the detector as a
+    # one-row image by grid_sample (linear interpolation, zero outside the detector).
+    rows = q.reshape(b, groups, per_group, n_cols).permute(2, 1, 0, 3)
+    rows = rows.reshape(per_group, groups * b, 1, n_cols)
+    acc = torch.zeros(groups * b, h * w, dtype=torch.float32, device=q.device)
+    # One zeroed grid buffer serves every chunk, unless autograd must keep each chunk's grid.
+    reuse = not (torch.is_grad_enabled() and q.requires_grad)
+    buffer = torch.zeros(
+        min(views_per_chunk, per_group) if reuse else 0, 1, h * w, 2, device=q.device
+    )
+    for first in range(0, per_group, views_per_chunk):
         ang = angles[first : first + views_per_chunk]
-        coord, depth = geometry.to_detector(x, y, ang)
-        u = (coord / geometry.col_pitch + centre) * (2 / (n_cols - 1)) - 1
-        grid = torch.stack([u, torch.zeros_like(u)], dim=-1)[:, None]  # (Vc, 1, N, 2)
+        with torch.no_grad():
+            if not reuse:
+                buffer = torch.zeros(ang.numel(), 1, h * w, 2, device=q.device)
+            grid, weight = _detector_grid(geometry, ang, (h, w), (dy, dx), buffer)
         values = F.grid_sample(
             rows[first : first + ang.numel()],
             grid,
             mode="bilinear",
             padding_mode="zeros",
             align_corners=True,
-        )[:, :, 0]  # (Vc, B, N)
-        if isinstance(geometry, FanBeamGeometry):
-            assert depth is not None
-            if geometry.detector == "curved":  # 1 / L^2, L the source-to-pixel distance
-                d = geometry.source_iso_mm
-                sx, sy = d * torch.cos(ang)[:, None], d * torch.sin(ang)[:, None]
-                weight = 1 / ((x[None] - sx) ** 2 + (y[None] - sy) ** 2)
-            else:
-                weight = (geometry.source_iso_mm / depth) ** 2
-            values = values * weight[:, None]
-        image += values.sum(dim=0)
+        )[:, :, 0]  # (Vc, groups * B, H * W)
+        if weight is None:
+            acc = acc + values.sum(dim=0)
+        elif reuse:
+            for k in range(ang.numel()):  # in place: no (Vc, groups * B, H * W) temporary
+                acc.addcmul_(values[k], weight[k])
+        else:
+            acc = acc + (values * weight).sum(dim=0)
+    parts = acc.reshape(groups, b, h, w)
+    # Group j was accumulated on the grid turned by j quarter turns: turn it back.
+    image = parts[0]
+    for j in range(1, groups):
+        image = image + torch.rot90(parts[j], -j, dims=(-2, -1))
     image = image * (math.pi / n_views)
-    image = image.reshape(b, h, w)
     return image[0] if squeeze else image
 
 
@@ -237,7 +313,7 @@ def fbp(
     spacing: tuple[float, float],
     kernel: str = "hann",
     cutoff: float = 1.0,
-    views_per_chunk: int = 16,
+    views_per_chunk: int = 8,
 ) -> torch.Tensor:
     """Filtered back-projection of a parallel- or fan-beam sinogram.
 

@@ -11,8 +11,9 @@ them, so their sign conventions agree by construction:
 * :meth:`rays` gives each detector bin's ray (start point and unit direction) for given view
   angles, used by the ray-driven projector;
 * :meth:`to_detector` maps image points to the detector coordinate of the ray through them
-  (and, for fan beam, their distance from the source along the central ray), used by the
-  pixel-driven back-projector.
+  (and, for fan beam, their distance from the source along the central ray); the pixel-driven
+  back-projector evaluates the same formulas in a separable (row + column) form, and a test
+  checks that they agree.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ __all__ = [
     "abdomen_phantom",
     "chest_phantom",
     "disk_phantom",
+    "mita_lcd_phantom",
+    "mtf_phantom",
+    "shepp_logan_phantom",
     "water_cylinder",
 ]
 
@@ -106,15 +109,22 @@ class _Canvas:
         *,
         angle_deg: float = 0.0,
         name: str | None = None,
+        add: bool = False,
+        supersample: int | None = None,
     ) -> None:
-        """Paint an ellipse of semi-axes (ax, ay) mm rotated by angle_deg about its centre."""
+        """Paint an ellipse of semi-axes (ax, ay) mm rotated by angle_deg about its centre.
+
+        ``add`` adds ``value`` times the covered area instead of replacing what is under it;
+        ``supersample`` overrides the canvas's sub-pixel sampling (for tiny objects).
+        """
+        ss = self.ss if supersample is None else supersample
         reach = max(ax, ay) / self.px + 2
         r0, c0 = self.to_px(cx, cy)
         rows = slice(max(0, math.floor(r0 - reach)), min(self.n, math.ceil(r0 + reach) + 1))
         cols = slice(max(0, math.floor(c0 - reach)), min(self.n, math.ceil(c0 + reach) + 1))
         if rows.start >= rows.stop or cols.start >= cols.stop:
             return
-        sub = (np.arange(self.ss) + 0.5) / self.ss - 0.5
+        sub = (np.arange(ss) + 0.5) / ss - 0.5
         rr = np.arange(rows.start, rows.stop)[:, None, None, None] + sub[None, None, :, None]
         cc = np.arange(cols.start, cols.stop)[None, :, None, None] + sub[None, None, None, :]
         c = (self.n - 1) / 2
@@ -125,7 +135,10 @@ class _Canvas:
         v = -x * math.sin(t) + y * math.cos(t)
         cover = ((u / ax) ** 2 + (v / ay) ** 2 <= 1).mean(axis=(2, 3))
         region = self.img[rows, cols]
-        self.img[rows, cols] = region + (value - region) * cover
+        if add:
+            self.img[rows, cols] = region + value * cover
+        else:
+            self.img[rows, cols] = region + (value - region) * cover
         if name is not None:
             mask = self.masks.setdefault(name, np.zeros((self.n, self.n), dtype=bool))
             mask[rows, cols] |= cover >= 0.5
@@ -490,3 +503,184 @@ def chest_phantom(
                 taken.append((x, y, r))
                 break
     return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], 8.0))
+
+
+# Shepp & Logan (1974) ellipses: centre (x0, y0) and semi-axes (a, b) in units of the half
+# field, tilt in degrees, y up; intensities of the original and of Toft's modified version.
+_SHEPP_LOGAN = (
+    (0.0, 0.0, 0.69, 0.92, 0.0),
+    (0.0, -0.0184, 0.6624, 0.874, 0.0),
+    (0.22, 0.0, 0.11, 0.31, -18.0),
+    (-0.22, 0.0, 0.16, 0.41, 18.0),
+    (0.0, 0.35, 0.21, 0.25, 0.0),
+    (0.0, 0.1, 0.046, 0.046, 0.0),
+    (0.0, -0.1, 0.046, 0.046, 0.0),
+    (-0.08, -0.605, 0.046, 0.023, 0.0),
+    (0.0, -0.606, 0.023, 0.023, 0.0),
+    (0.06, -0.605, 0.023, 0.046, 0.0),
+)
+_SL_ORIGINAL = (2.0, -0.98, -0.02, -0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01)
+_SL_MODIFIED = (1.0, -0.8, -0.2, -0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+
+
+def shepp_logan_phantom(
+    *,
+    shape: int = 512,
+    fov_mm: float = 256.0,
+    modified: bool = True,
+    supersample: int = 4,
+) -> Phantom:
+    """The Shepp-Logan head phantom in HU.
+
+    The ten ellipses of Shepp & Logan (1974, IEEE Trans Nucl Sci 21:21) add their
+    intensities ``v``, mapped to ``HU = 1000 (v - 1)``: outside the head ``v = 0`` is air
+    (-1000 HU) and ``v = 1`` is water (0 HU). With Toft's modified intensities (default) the
+    skull is 0 HU, the brain -800 HU, the ventricles -1000 HU and the small blobs -700 HU:
+    high contrast. With the original ones the skull is +1000 HU, the brain +20 HU, the
+    ventricles 0 HU and the blobs +30 or +40 HU: CT-like, low contrast.
+
+    Parameters
+    ----------
+    shape : int, optional
+        Image size in pixels (square).
+    fov_mm : float, optional
+        Width of the image in mm; the phantom's unit (half field) is ``fov_mm / 2``, so the
+        skull is about 0.69 x 0.92 of it (88 x 118 mm semi-axes at 256 mm).
+    modified : bool, optional
+        Toft's modified intensities (True) or Shepp & Logan's original ones.
+    supersample : int, optional
+        Sub-pixel samples per axis for anti-aliased edges.
+
+    Returns
+    -------
+    Phantom
+        ``lesions`` holds the three round blobs (contrast to the surrounding brain);
+        ``flat_roi`` a brain square above the large central ellipse; masks ``'head'``
+        (inside the skull's outer edge) and ``'brain'`` (inside its inner edge).
+    """
+    canvas = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    unit = fov_mm / 2
+    values = _SL_MODIFIED if modified else _SL_ORIGINAL
+    lesions = []
+    for k, ((x0, y0, a, b, tilt), v) in enumerate(zip(_SHEPP_LOGAN, values, strict=True)):
+        # The canvas's y runs down the rows: mirror y and the tilt.
+        cx, cy, ax, ay = x0 * unit, -y0 * unit, a * unit, b * unit
+        name = {0: "head", 1: "brain"}.get(k)
+        canvas.ellipse(cx, cy, ax, ay, 1000.0 * v, angle_deg=-tilt, name=name, add=True)
+        if math.isclose(a, b) and k >= 5:
+            lesions.append(canvas.lesion(cx, cy, ax, 1000.0 * v))
+    return canvas.phantom(lesions, canvas.roi(0.0, -0.72 * unit, 0.05 * unit))
+
+
+# MITA CCT189 low-contrast module (FDA LCD-CT): rod diameter (mm) and contrast (HU).
+_MITA_RODS = ((3.0, 14.0), (5.0, 7.0), (7.0, 5.0), (10.0, 3.0))
+
+
+def mita_lcd_phantom(
+    *,
+    shape: int = 512,
+    fov_mm: float = 250.0,
+    diameter_mm: float = 200.0,
+    ring_mm: float = 45.0,
+    background: float = 0.0,
+    supersample: int = 4,
+) -> Phantom:
+    """A CCT189 / MITA-LCD-like low-contrast detectability phantom.
+
+    A water-equivalent cylinder (``background`` HU) with four rods of 3, 5, 7 and 10 mm
+    diameter at +14, +7, +5 and +3 HU contrast, as in the MITA CCT189 module used by the FDA's
+    LCD-CT toolkit. The rods sit on a ring of ``ring_mm`` radius, at 45 degrees from the axes
+    (14 HU upper right, 7 HU upper left, 5 HU lower left, 3 HU lower right as displayed).
+
+    Parameters
+    ----------
+    shape, fov_mm, supersample
+        As for :func:`water_cylinder`.
+    diameter_mm : float, optional
+        Cylinder diameter in mm (200 for CCT189).
+    ring_mm : float, optional
+        Distance of the rod centres from the cylinder axis in mm.
+    background : float, optional
+        Cylinder value in HU.
+
+    Returns
+    -------
+    Phantom
+        ``lesions`` holds the rods in the order above (``radius`` in pixels, ``contrast`` in
+        HU); ``flat_roi`` a central background square free of rods; masks ``'cylinder'``
+        and ``'rods'``.
+    """
+    if ring_mm + 10 > diameter_mm / 2:
+        raise ValueError(f"ring_mm {ring_mm} leaves no room for the rods in the cylinder")
+    canvas = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    canvas.disk(0.0, 0.0, diameter_mm / 2, background, name="cylinder")
+    lesions = []
+    r = ring_mm / math.sqrt(2)
+    for (diam, contrast), (sx, sy) in zip(
+        _MITA_RODS, ((1, -1), (-1, -1), (-1, 1), (1, 1)), strict=True
+    ):
+        canvas.disk(sx * r, sy * r, diam / 2, background + contrast, name="rods")
+        lesions.append(canvas.lesion(sx * r, sy * r, diam / 2, contrast))
+    return canvas.phantom(lesions, canvas.roi(0.0, 0.0, min(ring_mm / 3, 15.0)))
+
+
+def mtf_phantom(
+    *,
+    shape: int = 512,
+    fov_mm: float = 250.0,
+    diameter_mm: float = 200.0,
+    wire_mm: float = 0.2,
+    wire_hu: float = 3000.0,
+    wire_xy_mm: tuple[float, float] = (0.0, -50.0),
+    insert_mm: float = 30.0,
+    insert_hu: float = 300.0,
+    insert_xy_mm: tuple[float, float] = (0.0, 50.0),
+    supersample: int = 4,
+) -> Phantom:
+    """A resolution phantom: a thin wire (MTF) and a large round insert (TTF) in water.
+
+    The wire, thinner than a pixel, gives the point spread function: its area-weighted
+    value (partial volume from dense sub-pixel sampling) keeps its line integral, so
+    ``(HU sum around the wire) * pixel area = wire_hu * pi wire_mm^2 / 4``. The insert's
+    circular edge gives the task-transfer function (edge spread over all directions).
+
+    Parameters
+    ----------
+    shape, fov_mm, diameter_mm, supersample
+        As for :func:`water_cylinder` (water cylinder of ``diameter_mm``).
+    wire_mm : float, optional
+        Wire diameter in mm (e.g. a 0.2 mm tungsten-like wire).
+    wire_hu : float, optional
+        Wire value in HU.
+    wire_xy_mm : tuple of float, optional
+        Wire position ``(x, y)`` in mm from the isocentre (y down the rows).
+    insert_mm : float, optional
+        Insert diameter in mm.
+    insert_hu : float, optional
+        Insert value in HU (its contrast to water).
+    insert_xy_mm : tuple of float, optional
+        Insert centre ``(x, y)`` in mm.
+
+    Returns
+    -------
+    Phantom
+        ``lesions`` holds the wire and then the insert (contrast to water); ``flat_roi`` a
+        water square at the centre; masks ``'cylinder'``, ``'wire'`` (the pixels it
+        touches) and ``'insert'``.
+    """
+    if not 0 < wire_mm < insert_mm:
+        raise ValueError(f"need 0 < wire_mm < insert_mm, got {wire_mm} and {insert_mm}")
+    canvas = _Canvas(shape, fov_mm, AIR_HU, supersample)
+    canvas.disk(0.0, 0.0, diameter_mm / 2, 0.0, name="cylinder")
+    ix, iy = insert_xy_mm
+    canvas.disk(ix, iy, insert_mm / 2, insert_hu, name="insert")
+    wx, wy = wire_xy_mm
+    # Enough sub-samples that the wire's area is resolved to about 1 %.
+    fine = max(supersample, math.ceil(12 * canvas.px / wire_mm))
+    before = canvas.img.copy()
+    canvas.ellipse(wx, wy, wire_mm / 2, wire_mm / 2, wire_hu, supersample=fine)
+    canvas.masks["wire"] = canvas.img != before
+    wire = canvas.lesion(wx, wy, wire_mm / 2, wire_hu)
+    insert = canvas.lesion(ix, iy, insert_mm / 2, insert_hu)
+    half = min(abs(iy), abs(wy), diameter_mm / 2) / 3 if iy and wy else diameter_mm / 12
+    return canvas.phantom([wire, insert], canvas.roi(0.0, 0.0, half))

@@ -86,8 +86,9 @@ def simulate_low_dose(
     -----
     The image is centred on the isocentre; anything outside the geometry's field of view
     (:attr:`~ctdid.sim.geometry.FanBeamGeometry.fov_mm`, 502 mm by default) should be air.
-    At 512 x 512 with the default geometry one slice takes about a minute on two busy CPU
-    cores (projection and FBP each ~20-40 s); a GPU is much faster.
+    At 512 x 512 with the default geometry (1152 views, 736 bins) one slice takes about 3.5 s
+    on one core of a busy 2-core CPU (Joseph projection ~2 s, FBP ~1.3 s; see
+    ``benchmarks/bench_sim.py``); a GPU is much faster.
     """
     if mode not in ("full", "insert"):
         raise ValueError(f"mode must be 'full' or 'insert', got {mode!r}")
@@ -114,7 +115,7 @@ def simulate_low_dose(
         gen.seed()
     shape = (stack.shape[1], stack.shape[2])
     out = np.empty(stack.shape, dtype=np.float32)
-    with torch.no_grad():
+    with torch.inference_mode():
         for first in range(0, stack.shape[0], slices_per_batch):
             x = torch.tensor(stack[first : first + slices_per_batch], device=dev)
             mu = hu_to_mu(x.to(torch.float32), mu_water=mu_water)
