@@ -10,7 +10,7 @@ RUNS=${2:?runs folder}
 CTDID=.venv/bin/ctdid
 if [ ! -f "$PAIRS/dataset.json" ]; then
   $CTDID simulate-pairs "$PAIRS" --phantoms 12 --seed 2024 --real ../shared/data/mayo_fd_L067 \
-    --shape 512,512 --dtype uint16 --hu-offset -1024 --spacing 0.7,0.7 --base-dose 0.25
+    --shape 512,512 --dtype uint16 --hu-offset -1024 --spacing 0.7,0.7 --base-dose 0.25 --real-kernel ramp --real-i0 2.8e5
 fi
 train() {  # name dose config
   $CTDID train "$PAIRS" --out "$RUNS/$1" --name "$1" --dose "$2" --config "$3"

@@ -202,6 +202,7 @@ def insertion_pair(
     seed: int = 0,
     geometry: Any = None,
     kernel: str = "hann",
+    i0: float | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """A low-dose version of a real normal-dose slice by projection-domain noise insertion.
@@ -220,6 +221,9 @@ def insertion_pair(
         Scan geometry; default :class:`ctdid.sim.FanBeamGeometry` ().
     kernel : str, optional
         FBP window of the inserted noise (default ``"hann"``, see :func:`read_real_sources`).
+    i0 : float, optional
+        Full-dose photons per detector bin per view assumed for the real scan (sets the
+        inserted noise level); default :data:`ctdid.sim.DEFAULT_I0`.
     device : torch device, optional
         Where to compute.
 
@@ -228,7 +232,7 @@ def insertion_pair(
     low, normal : ndarray, shape (y, x)
         Float32 HU; ``normal`` is the input.
     """
-    from ctdid.sim import simulate_low_dose
+    from ctdid.sim import DEFAULT_I0, simulate_low_dose
 
     img = np.asarray(hu, dtype=np.float32)
     if img.ndim != 2:
@@ -242,6 +246,7 @@ def insertion_pair(
         geometry=_geometry_or_default(geometry),
         mode="insert",
         kernel=kernel,
+        i0=DEFAULT_I0 if i0 is None else float(i0),
         seed=int(seed),
         device=device,
     )
@@ -264,11 +269,15 @@ class RealSource:
         The slices in HU with their spacing.
     kernel : str
         FBP window of the inserted noise (see :func:`read_real_sources`). Default ``"hann"``.
+    i0 : float or None
+        Full-dose photons per bin per view assumed for this scan (inserted noise level);
+        None for :data:`ctdid.sim.DEFAULT_I0`.
     """
 
     name: str
     volume: CTVolume
     kernel: str = "hann"
+    i0: float | None = None
 
 
 def check_not_held_out(name: str, *, path: str | os.PathLike[str] | None = None) -> None:
@@ -295,6 +304,7 @@ def read_real_sources(
     hu_offset: float | None = None,
     spacing: Sequence[float] | None = None,
     kernel: str = "hann",
+    i0: float | None = None,
 ) -> list[RealSource]:
     """Read real normal-dose inputs: files or DICOM folders, or folders of raw files.
 
@@ -310,7 +320,12 @@ def read_real_sources(
         FBP window of the inserted noise. Default ``"hann"``: with the default fan beam it gives
         106 HU std of (low - normal) at a quarter dose on a sharp (D45) Mayo L067 slice of
         0.7 mm pixels, against 109 HU for Mayo's own quarter-dose insertion on the L506 pair;
-        ``"ramp"`` gives 282 HU there.
+        ``"ramp"`` gives 282 HU there at the default ``i0``, but its noise texture is the
+        closest to Mayo's sharp kernel (see docs/simulator.md); the shipped models use
+        ``"ramp"`` with ``i0=2.8e5``, which gives 108 HU on the L506 full-dose slice.
+    i0 : float, optional
+        Full-dose photons per bin per view assumed for these scans (the inserted noise level);
+        default :data:`ctdid.sim.DEFAULT_I0`.
 
     Returns
     -------
@@ -345,7 +360,7 @@ def read_real_sources(
             hu_offset=hu_offset,
             spacing=None if spacing is None else tuple(spacing),
         )
-        sources.append(RealSource(name=f.name, volume=vol, kernel=kernel))
+        sources.append(RealSource(name=f.name, volume=vol, kernel=kernel, i0=i0))
     return sources
 
 
@@ -406,6 +421,8 @@ def make_pairs(
 
     Parameters
     ----------
+    i0 : float, optional
+        Full-dose photons per bin per view assumed for these scans (inserted noise level).
     out : path-like
         Folder to create (atomically: it appears only when complete).
     n_phantoms : int, optional
@@ -516,6 +533,7 @@ def make_pairs(
                     seed=noise_seed,
                     geometry=geom,
                     kernel=src.kernel,
+                    i0=src.i0,
                     device=device,
                 )
                 seconds = time.perf_counter() - t0
