@@ -1,0 +1,43 @@
+"""The shipped weights load through their cards, match their sha256 and denoise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ctdid.models import available_models, load_model
+from ctdid.models.card import ModelCard, sha256_file
+from ctdid.models.loading import SHIPPED_WEIGHTS_DIR
+
+SHIPPED = sorted(available_models())
+TOTAL_LIMIT_BYTES = 30 * 1024 * 1024
+
+
+def test_unet_d25_is_shipped_and_weights_are_small() -> None:
+    assert "unet-d25" in SHIPPED
+    total = sum(p.stat().st_size for p in SHIPPED_WEIGHTS_DIR.glob("*.safetensors"))
+    assert total <= TOTAL_LIMIT_BYTES
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_matches_weights(name: str) -> None:
+    card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
+    assert card.name == name
+    assert card.weights_sha256 == sha256_file(SHIPPED_WEIGHTS_DIR / f"{name}.safetensors")
+    assert card.training_dose is not None and 0 < card.training_dose < 1
+    assert card.hu_scale > 0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_lowers_noise_and_keeps_hu(name: str) -> None:
+    torch.set_num_threads(1)
+    model = load_model(name)
+    yy, xx = np.mgrid[:96, :96]
+    clean = np.where(np.hypot(yy - 48, xx - 48) < 40, 40.0, -1000.0).astype(np.float32)
+    noisy = clean + np.random.default_rng(0).normal(0, 60, clean.shape).astype(np.float32)
+    with torch.no_grad():
+        out = model(torch.from_numpy(noisy)[None, None])[0, 0].numpy()
+    flat = np.hypot(yy - 48, xx - 48) < 25
+    assert out[flat].std() < 0.7 * noisy[flat].std()
+    assert abs(float(out[flat].mean()) - 40.0) < 15.0  # no HU shift from the normalisation
