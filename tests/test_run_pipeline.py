@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 from ctdid.core import HUAdapter, InteractiveDenoiser
 from ctdid.errors import InputError, OutputExistsError
 from ctdid.io import read_volume
+from ctdid.metrics import find_body_mask, transfer_label
 from ctdid.results import ResultReader
 from ctdid.runner import RunProgress, run_did
 from ctdid.sim import abdomen_phantom
@@ -112,12 +114,33 @@ def test_candidates_ordered_with_default_and_labels(run: dict[str, Any]) -> None
     assert default is not None and default.strength == 0.0
     assert run["summary"].default_id == default.id
     for rec in ordered:
-        assert {"noise_hu", "mtf50_per_mm", "rmse_hu"} <= set(rec.labels)
+        assert {"noise_hu", "mtf50_per_mm", "transfer50_per_mm", "rmse_hu"} <= set(rec.labels)
         assert all(np.isfinite(v) for v in rec.labels.values())
     noise = [r.labels["noise_hu"] for r in ordered]
     # the tradeoff: the high-resolution end is noisier than the low-noise end
     assert noise[0] > default.labels["noise_hu"] > noise[-1]
     assert ordered[0].labels["mtf50_per_mm"] > ordered[-1].labels["mtf50_per_mm"]
+    # the transfer from the input falls all along, from the high-resolution end to the low-noise
+    f50 = [r.labels["transfer50_per_mm"] for r in ordered]
+    assert all(a > b for a, b in itertools.pairwise(f50)), f50
+
+
+def test_transfer_label_of_default_and_input(run: dict[str, Any]) -> None:
+    reader = ResultReader(run["folder"])
+    default = reader.default_record()
+    assert default is not None
+    x, c = reader.input(), reader.candidate(default.id)
+    spacing = run["noisy"].spacing
+    expected = transfer_label(c, x, spacing=spacing, mask=find_body_mask(c))
+    assert default.labels["transfer50_per_mm"] == pytest.approx(expected, rel=1e-6)
+    # the default is the model's output: the 5x5 Gaussian of sigma 1 pixel, whose MTF50 is
+    # sqrt(ln 2 / (2 pi^2)) / sigma
+    sigma_mm = spacing[-1]
+    mtf50 = float(np.sqrt(np.log(2) / (2 * np.pi**2)) / sigma_mm)
+    assert default.labels["transfer50_per_mm"] == pytest.approx(mtf50, rel=0.05)
+    # the input keeps all of itself: Nyquist
+    inp = reader.doc["input_labels"]["noisy input"]
+    assert inp["transfer50_per_mm"] == pytest.approx(0.5 / spacing[-1])
 
 
 def test_candidate_files_equal_engine_output(run: dict[str, Any]) -> None:
@@ -142,6 +165,8 @@ def test_metrics_csv_rows(run: dict[str, Any]) -> None:
         assert float(row["strength"]) == pytest.approx(rec.strength, rel=1e-5, abs=1e-6)
         assert float(row["noise_hu"]) == pytest.approx(rec.labels["noise_hu"], rel=1e-5)
         assert float(row["rmse_hu"]) == pytest.approx(rec.labels["rmse_hu"], rel=1e-5)
+        f50 = float(row["transfer50_per_mm"])
+        assert f50 == pytest.approx(rec.labels["transfer50_per_mm"], rel=1e-5)
         assert row["file"] == rec.file
 
 

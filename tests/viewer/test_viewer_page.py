@@ -115,13 +115,27 @@ def test_slider_shows_candidates_windowed_exactly(open_page: Any, result64: Path
     assert np.array_equal(moved, expected_grey(result64, order[0], (-160, 240)))
     assert "noise 32.0 HU" in page.inner_text("#cand-labels")
     assert "MTF50 0.800 /mm" in page.inner_text("#cand-labels")
+    assert "f50 0.750 /mm" in page.inner_text("#cand-labels")
     assert page.locator("#tradeoff circle.current").count() == 1
+    # the tradeoff's resolution axis is the transfer f50 (0.25 .. 0.75 /mm), not the MTF50
+    axis = page.text_content("#tradeoff") or ""
+    assert "f50 of transfer from input" in axis and "0.75" in axis and "0.80" not in axis
     # window presets: applied in the browser, same mapping as the PNG writer
     page.click("#presets button[data-preset=lung]")
     assert "W 1500 L -600" in page.inner_text("#readout-wl")
     assert np.array_equal(canvas_grey(page), expected_grey(result64, order[0], (-1350, 150)))
     page.keyboard.press("4")  # bone
     assert np.array_equal(canvas_grey(page), expected_grey(result64, order[0], (-500, 1300)))
+
+
+def test_tradeoff_falls_back_to_mtf50(open_page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    make_result(folder, transfer=False)
+    page = open_page(folder)
+    axis = page.text_content("#tradeoff") or ""
+    assert "MTF50 (1/mm)" in axis and "0.80" in axis and "f50" not in axis
+    assert page.locator("#tradeoff circle").count() == 7
+    assert "f50" not in page.inner_text("#cand-labels")
 
 
 def test_keyboard_wheel_and_default_mark(open_page: Any, result64: Path) -> None:

@@ -35,8 +35,12 @@ def make_result(
     strengths: tuple[float, ...] = STRENGTHS,
     finish: bool = True,
     seed: int = 0,
+    transfer: bool = True,
 ) -> ResultWriter:
-    """A result folder: the same phantom with noise falling along the curve."""
+    """A result folder: the same phantom with noise falling along the curve.
+
+    ``transfer=False`` leaves out the ``transfer50_per_mm`` labels (an older result folder).
+    """
     rng = np.random.default_rng(seed)
     clean = np.stack([disk_phantom(n) + 3.0 * k for k in range(nz)])
     noise = rng.standard_normal(clean.shape).astype(np.float32)
@@ -48,6 +52,9 @@ def make_result(
     )
     for k, s in enumerate(strengths):
         sigma = 30.0 * (1.0 - s) / 2.0 + 2.0
+        labels = {"noise_hu": sigma, "mtf50_per_mm": 0.6 - 0.2 * s}
+        if transfer:
+            labels["transfer50_per_mm"] = 0.5 - 0.25 * s
         direction = "default" if s == 0 else ("high" if s < 0 else "low")
         writer.add(
             clean + sigma * noise,
@@ -56,7 +63,7 @@ def make_result(
             step=k,
             progress=abs(s),
             elapsed_s=0.1 * k,
-            labels={"noise_hu": sigma, "mtf50_per_mm": 0.6 - 0.2 * s},
+            labels=labels,
         )
     if finish:
         writer.finish()

@@ -1,4 +1,5 @@
-"""Image-quality metrics in HU and cycles/mm: fidelity, ROIs, noise, resolution, task, labels.
+"""Image-quality metrics in HU and cycles/mm: fidelity, ROIs, noise, resolution, task, labels,
+spectral transfer.
 
 Everything here is pure numpy/scipy on float HU arrays ordered (y, x) or (z, y, x), with pixel
 spacing in mm and spatial frequencies in cycles/mm.
@@ -33,6 +34,12 @@ from ctdid.metrics.task import (
     laguerre_gauss_channels,
     npw_detectability,
 )
+from ctdid.metrics.transfer import (
+    SpectralTransfer,
+    body_window,
+    spectral_transfer,
+    transfer_label,
+)
 
 __all__ = [
     "MTF",
@@ -40,6 +47,8 @@ __all__ = [
     "CandidateLabels",
     "NoisePowerSpectrum",
     "RoiStats",
+    "SpectralTransfer",
+    "body_window",
     "candidate_detectability",
     "cho_detectability",
     "circle_roi",
@@ -67,7 +76,9 @@ __all__ = [
     "rmse",
     "roi_stats",
     "skin_edge_mtf",
+    "spectral_transfer",
     "ssim",
     "tile_patches",
+    "transfer_label",
     "ttf_from_insert",
 ]

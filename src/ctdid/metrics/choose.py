@@ -34,6 +34,10 @@ Curve = tuple[ArrayLike, ArrayLike]
 class CandidateLabels:
     """Quality labels of one candidate image.
 
+    ``mtf50`` may be any 50 % transfer frequency of the candidate as a whole (a measured MTF50
+    or TTF50); :meth:`from_transfer` builds it from the spectral transfer f50 relative to the
+    input (:func:`ctdid.metrics.transfer_label`).
+
     Attributes
     ----------
     noise : float
@@ -53,6 +57,47 @@ class CandidateLabels:
     nps: NoisePowerSpectrum | Curve | None = None
     ttf: MTF | Curve | None = None
     name: str = ""
+
+    @classmethod
+    def from_transfer(
+        cls,
+        noise: float,
+        transfer50: float,
+        *,
+        input_mtf50: float | None = None,
+        name: str = "",
+    ) -> CandidateLabels:
+        """Labels from a noise and the f50 of the spectral transfer from the input.
+
+        The transfer f50 says how much of the input's content the candidate keeps, not the
+        candidate's own MTF. With the input's MTF50 given, both are taken as Gaussians and
+        cascaded, ``mtf50 = (transfer50^-2 + input_mtf50^-2)^-1/2`` (exact for Gaussians);
+        without it the input is taken as perfectly sharp and ``mtf50 = transfer50``, which
+        keeps the order of the candidates (the ``sharpest-below`` choice) but overrates the
+        sharp end for ``detect``.
+
+        Parameters
+        ----------
+        noise : float
+            Noise standard deviation in HU.
+        transfer50 : float
+            f50 of the transfer from the input, cycles/mm.
+        input_mtf50 : float, optional
+            MTF50 of the input in cycles/mm (e.g. its skin-edge or insert MTF50).
+        name : str, optional
+
+        Returns
+        -------
+        CandidateLabels
+        """
+        if not transfer50 > 0:
+            raise ValueError(f"transfer50 must be > 0, got {transfer50!r}")
+        mtf50 = float(transfer50)
+        if input_mtf50 is not None:
+            if not input_mtf50 > 0:
+                raise ValueError(f"input_mtf50 must be > 0, got {input_mtf50!r}")
+            mtf50 = float((transfer50**-2 + float(input_mtf50) ** -2) ** -0.5)
+        return cls(noise=float(noise), mtf50=mtf50, name=name)
 
 
 def _model_curves(

@@ -93,12 +93,17 @@ def _fmt(value: float | None, spec: str) -> str:
 def candidate_table(
     summary: RunSummary, *, title: str = "candidates, high resolution -> low noise"
 ) -> Table:
-    """A table of the candidates (strength, noise, MTF50 and RMSE/CNR when measured)."""
+    """A table of the candidates (strength, noise, transfer f50, skin-edge MTF50, RMSE/CNR).
+
+    ``f50`` is the frequency where the candidate's spectral transfer from the input falls to
+    one half (:func:`ctdid.metrics.transfer_label`); ``MTF50`` is measured at the skin edge.
+    """
     records: Sequence[Any] = summary.records
     extra = [k for k in ("rmse_hu", "cnr") if any(k in r.labels for r in records)]
     heads = {"rmse_hu": "RMSE vs reference (HU)", "cnr": "CNR"}
     table = Table(title=title)
-    for col in ("#", "strength", "noise (HU)", "MTF50 (1/mm)", *(heads[k] for k in extra), ""):
+    cols = ("#", "strength", "noise (HU)", "f50 (1/mm)", "skin MTF50 (1/mm)")
+    for col in (*cols, *(heads[k] for k in extra), ""):
         table.add_column(col, justify="right")
     picked = summary.picked["candidate"] if summary.picked else None
     for pos, rec in enumerate(records):
@@ -112,6 +117,7 @@ def candidate_table(
             str(pos),
             f"{rec.strength:+.2f}",
             _fmt(lab.get("noise_hu"), ".1f"),
+            _fmt(lab.get("transfer50_per_mm"), ".3f"),
             _fmt(lab.get("mtf50_per_mm"), ".3f"),
             *(_fmt(lab.get(k), ".1f" if k == "rmse_hu" else ".2f") for k in extra),
             ", ".join(mark),

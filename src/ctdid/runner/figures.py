@@ -61,7 +61,8 @@ def plot_montage(
     ----------
     panels : sequence of (image, strength, direction, labels)
         In curve order, from the high-resolution end (sharpest, noisiest) to the low-noise
-        end (smoothest). ``labels`` may hold ``noise_hu``, ``mtf50_per_mm`` and ``rmse_hu``.
+        end (smoothest). ``labels`` may hold ``noise_hu``, ``transfer50_per_mm`` (shown as
+        "f50"), ``mtf50_per_mm`` and ``rmse_hu``.
     path : path
         The PNG to write.
     window : (float, float), optional
@@ -96,12 +97,14 @@ def plot_montage(
             head += "  (high res.)"
         elif i == n - 1 and n > 1:
             head += "  (low noise)"
-        text = (
-            f"{head}\nnoise {_fmt(labels.get('noise_hu'), '.1f', ' HU')}  "
-            f"MTF50 {_fmt(labels.get('mtf50_per_mm'), '.2f', '/mm')}"
-        )
-        if "rmse_hu" in labels:
-            text += f"\nRMSE {_fmt(labels.get('rmse_hu'), '.1f', ' HU')}"
+        noise = f"noise {_fmt(labels.get('noise_hu'), '.1f', ' HU')}"
+        mtf = f"MTF50 {_fmt(labels.get('mtf50_per_mm'), '.2f', '/mm')}"
+        rmse = f"RMSE {_fmt(labels.get('rmse_hu'), '.1f', ' HU')}" if "rmse_hu" in labels else ""
+        if "transfer50_per_mm" in labels:
+            f50 = f"f50 {_fmt(labels.get('transfer50_per_mm'), '.3f', '/mm')}"
+            text = f"{head}\n{noise}  {f50}\n{mtf}" + (f"  {rmse}" if rmse else "")
+        else:
+            text = f"{head}\n{noise}  {mtf}" + (f"\n{rmse}" if rmse else "")
         ax.set_title(text, fontsize=7)
         colour = {"default": _DEFAULT_COLOUR, "high": _HIGH_COLOUR}.get(direction, _LOW_COLOUR)
         width = 3.0 if direction == "default" else 1.0
@@ -128,21 +131,24 @@ def plot_tradeoff(
     title: str = "",
     overwrite: bool = False,
 ) -> Path:
-    """Plot noise against MTF50 along the candidates, default marked.
+    """Plot noise against resolution along the candidates, default marked.
+
+    The resolution axis is the f50 of the spectral transfer from the input
+    (``transfer50_per_mm``) when any candidate has it, else the skin-edge MTF50.
 
     Parameters
     ----------
     strengths : sequence of float
         Strength of each candidate, in curve order (high resolution -> low noise).
     labels : sequence of mapping
-        ``noise_hu`` and ``mtf50_per_mm`` of each candidate.
+        ``noise_hu`` and ``transfer50_per_mm`` and/or ``mtf50_per_mm`` of each candidate.
     path : path
         The PNG to write.
     default_index : int
         Position of the default in the sequences.
     extra_points : mapping of str to mapping, optional
         Further labelled points (e.g. ``"noisy input"``, ``"normal dose"``) with their
-        ``noise_hu`` and ``mtf50_per_mm``.
+        the same labels.
     title : str, optional
     overwrite : bool, optional
 
@@ -152,13 +158,17 @@ def plot_tradeoff(
 
     Notes
     -----
-    When no MTF50 could be measured, noise is plotted against strength instead.
+    When no resolution label could be measured, noise is plotted against strength instead.
     """
     s = np.asarray(strengths, dtype=float)
     noise = np.array([lab.get("noise_hu", math.nan) for lab in labels], dtype=float)
-    mtf = np.array([lab.get("mtf50_per_mm", math.nan) for lab in labels], dtype=float)
-    use_mtf = bool(np.isfinite(mtf).any())
-    x = mtf if use_mtf else s
+    key, xlabel = "transfer50_per_mm", "resolution: f50 of transfer from input, cycles/mm"
+    res = np.array([lab.get(key, math.nan) for lab in labels], dtype=float)
+    if not np.isfinite(res).any():
+        key, xlabel = "mtf50_per_mm", "MTF50 (cycles/mm), skin edge"
+        res = np.array([lab.get(key, math.nan) for lab in labels], dtype=float)
+    use_res = bool(np.isfinite(res).any())
+    x = res if use_res else s
     fig = _figure(6.0, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(x, noise, "-", color="0.6", zorder=1)
@@ -169,17 +179,17 @@ def plot_tradeoff(
         [x[d]], [noise[d]], marker="*", s=220, color=_DEFAULT_COLOUR, zorder=3, label="default"
     )
     if len(s) > 1:
-        ax.annotate("high resolution end", (x[0], noise[0]), fontsize=8,
-                    xytext=(5, 5), textcoords="offset points")  # fmt: skip
+        ax.annotate("high resolution end", (x[0], noise[0]), fontsize=8, ha="right",
+                    xytext=(-5, 5), textcoords="offset points")  # fmt: skip
         ax.annotate("low noise end", (x[-1], noise[-1]), fontsize=8,
                     xytext=(5, -12), textcoords="offset points")  # fmt: skip
     markers = iter("s^Dvo")
     for name, lab in (extra_points or {}).items():
-        px = lab.get("mtf50_per_mm", math.nan) if use_mtf else -1.0
+        px = lab.get(key, math.nan) if use_res else -1.0
         py = lab.get("noise_hu", math.nan)
         if math.isfinite(px) and math.isfinite(py):
             ax.scatter([px], [py], marker=next(markers, "o"), color="k", s=40, zorder=3, label=name)
-    ax.set_xlabel("MTF50 (cycles/mm), skin edge" if use_mtf else "strength s")
+    ax.set_xlabel(xlabel if use_res else "strength s")
     ax.set_ylabel("noise STD (HU), flat regions")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")

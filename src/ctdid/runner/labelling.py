@@ -1,8 +1,8 @@
 """Per-candidate quality labels of a DID run, measured on identical pixels for every candidate.
 
-The flat regions (for the noise) and the body mask (for the skin-edge MTF50 and the RMSE) are
-found once, on the default image, and reused for every candidate, so that two candidates'
-labels differ only because their pixels differ.
+The flat regions (for the noise) and the body mask (for the skin-edge MTF50, the spectral
+transfer from the input and the RMSE) are found once, on the default image, and reused for every
+candidate, so that two candidates' labels differ only because their pixels differ.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ctdid.metrics import (
     noise_label,
     resolution_label,
     rmse,
+    transfer_label,
 )
 
 __all__ = ["LABEL_NAMES", "CandidateLabeller"]
@@ -31,6 +32,11 @@ __all__ = ["LABEL_NAMES", "CandidateLabeller"]
 LABEL_NAMES: dict[str, str] = {
     "noise_hu": "noise standard deviation over automatic flat regions, HU",
     "mtf50_per_mm": "MTF50 on the body's air/skin edge, cycles/mm",
+    "transfer50_per_mm": (
+        "f50 of the spectral transfer from the noisy input inside the body (the frequency up to"
+        " which the candidate keeps the input's content; Nyquist if it never falls to 50 %),"
+        " cycles/mm"
+    ),
     "rmse_hu": "RMSE to the reference (normal dose) inside the body, HU",
     "cnr": "contrast-to-noise ratio of the given lesion/background ROI pair",
 }
@@ -42,7 +48,7 @@ def _even_indices(n: int, k: int) -> NDArray[np.int_]:
 
 @dataclasses.dataclass
 class CandidateLabeller:
-    """Measure noise, MTF50 and (optionally) RMSE and CNR of candidate images.
+    """Measure noise, MTF50, transfer f50 and (optionally) RMSE and CNR of candidate images.
 
     Build it with :meth:`from_default` on the default image; then :meth:`labels` gives the
     labels of any image of the same shape.
@@ -59,6 +65,8 @@ class CandidateLabeller:
         Flat regions (``(z, rows, cols)`` into the measured slices) for the noise.
     reference : ndarray, optional
         The reference image on those slices, HU.
+    input : ndarray, optional
+        The noisy input on those slices, HU: the reference of the spectral transfer.
     roi : (ndarray, ndarray), optional
         Lesion and background masks on those slices.
     notes : list of str
@@ -70,6 +78,7 @@ class CandidateLabeller:
     body: NDArray[np.bool_]
     regions: list[Any]
     reference: NDArray[np.float32] | None = None
+    input: NDArray[np.float32] | None = None
     roi: tuple[NDArray[np.bool_], NDArray[np.bool_]] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -80,6 +89,7 @@ class CandidateLabeller:
         *,
         spacing: Sequence[float],
         reference_hu: NDArray[np.floating[Any]] | None = None,
+        input_hu: NDArray[np.floating[Any]] | None = None,
         roi: tuple[NDArray[np.bool_], NDArray[np.bool_]] | None = None,
         max_slices: int = 8,
         roi_mm: float = 10.0,
@@ -95,6 +105,10 @@ class CandidateLabeller:
             Voxel size in mm.
         reference_hu : ndarray, optional
             Normal-dose reference of the same shape, HU: enables ``rmse_hu``.
+        input_hu : ndarray, optional
+            The noisy input the candidates were made from, same shape, HU: enables
+            ``transfer50_per_mm`` (:func:`ctdid.metrics.transfer_label` with the input as
+            reference, inside the default's body mask).
         roi : (lesion, background), optional
             Boolean masks of the image's shape (or 2-D, applied to every slice): enables
             ``cnr``.
@@ -125,6 +139,13 @@ class CandidateLabeller:
             if r.shape != arr.shape:
                 raise ValueError(f"reference shape {r.shape} differs from the input {arr.shape}")
             ref = r[idx]
+        inp = None
+        if input_hu is not None:
+            x = np.asarray(input_hu, dtype=np.float32)
+            x = x[np.newaxis] if x.ndim == 2 else x
+            if x.shape != arr.shape:
+                raise ValueError(f"input shape {x.shape} differs from the default {arr.shape}")
+            inp = np.ascontiguousarray(x[idx])
         roi_sub = None
         if roi is not None:
             masks = []
@@ -144,13 +165,17 @@ class CandidateLabeller:
             body=body,
             regions=list(regions),
             reference=ref,
+            input=inp,
             roi=roi_sub,
             notes=notes,
         )
 
     def labels(self, image_hu: NDArray[np.floating[Any]]) -> dict[str, float]:
         """Labels of one image (shape of the default); those that cannot be measured (no flat
-        region, no clean skin edge, ...) are left out, and :attr:`notes` says why."""
+        region, no clean skin edge, ...) are left out, and :attr:`notes` says why.
+
+        ``transfer50_per_mm`` is the input's Nyquist frequency for the input itself (it keeps
+        all of its own content) and falls towards the low-noise end."""
         arr = np.asarray(image_hu, dtype=np.float32)
         arr = arr[np.newaxis] if arr.ndim == 2 else arr
         sub = arr[self.slices]
@@ -167,6 +192,15 @@ class CandidateLabeller:
             note = f"mtf50_per_mm: {exc}"
             if note not in self.notes:
                 self.notes.append(note)
+        if self.input is not None:
+            try:
+                out["transfer50_per_mm"] = transfer_label(
+                    sub, self.input, spacing=self.spacing, mask=self.body
+                )
+            except ValueError as exc:
+                note = f"transfer50_per_mm: {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
         if self.reference is not None:
             out["rmse_hu"] = rmse(sub, self.reference, mask=self.body)
         if self.roi is not None:

@@ -509,6 +509,7 @@ class _RunState:
                     image,
                     spacing=self.volume.spacing,
                     reference_hu=None if self.reference is None else self.reference.hu,
+                    input_hu=self.volume.hu,
                     roi=self.roi,
                 )
             except ValueError as exc:

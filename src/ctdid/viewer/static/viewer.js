@@ -313,9 +313,13 @@
       const L = rec.labels || {};
       const parts = [];
       if (L.noise_hu !== undefined) parts.push("noise " + fmt(L.noise_hu, 1) + " HU");
+      if (L.transfer50_per_mm !== undefined) {
+        parts.push("f50 " + fmt(L.transfer50_per_mm, 3) + " /mm");
+      }
       if (L.mtf50_per_mm !== undefined) parts.push("MTF50 " + fmt(L.mtf50_per_mm, 3) + " /mm");
+      const shown = ["noise_hu", "transfer50_per_mm", "mtf50_per_mm"];
       for (const k of Object.keys(L)) {
-        if (k !== "noise_hu" && k !== "mtf50_per_mm") parts.push(k + " " + fmt(L[k], 3));
+        if (!shown.includes(k)) parts.push(k + " " + fmt(L[k], 3));
       }
       $("cand-labels").textContent = parts.length ? parts.join(" · ") : "no labels";
     } else {
@@ -341,11 +345,15 @@
   function drawTradeoff() {
     const svg = $("tradeoff");
     const W = 260, H = 180, m = { l: 38, r: 8, t: 8, b: 28 };
+    // resolution axis: f50 of the transfer from the input when measured, else skin-edge MTF50
+    const labelsOf = (id) => (S.records.get(id) || {}).labels || {};
+    const useF50 = S.order.some((id) => isFinite(labelsOf(id).transfer50_per_mm));
+    const key = useF50 ? "transfer50_per_mm" : "mtf50_per_mm";
     const pts = [];
     S.order.forEach((id, i) => {
-      const L = (S.records.get(id) || {}).labels || {};
-      if (isFinite(L.noise_hu) && isFinite(L.mtf50_per_mm)) {
-        pts.push({ id: id, i: i, x: L.mtf50_per_mm, y: L.noise_hu });
+      const L = labelsOf(id);
+      if (isFinite(L.noise_hu) && isFinite(L[key])) {
+        pts.push({ id: id, i: i, x: L[key], y: L.noise_hu });
       }
     });
     const ns = "http://www.w3.org/2000/svg";
@@ -358,7 +366,7 @@
       return e;
     };
     if (!pts.length) {
-      el("text", { x: 10, y: H / 2 }, "no noise / MTF50 labels");
+      el("text", { x: 10, y: H / 2 }, "no noise / resolution labels");
       return;
     }
     let x0 = Math.min(...pts.map((p) => p.x)), x1 = Math.max(...pts.map((p) => p.x));
@@ -371,7 +379,8 @@
     el("line", { class: "axis", x1: m.l, y1: m.t, x2: m.l, y2: H - m.b });
     el("text", { x: m.l, y: H - m.b + 11 }, fmt(x0, 2));
     el("text", { x: W - m.r, y: H - m.b + 11, "text-anchor": "end" }, fmt(x1, 2));
-    el("text", { x: (W + m.l) / 2, y: H - 4, "text-anchor": "middle" }, "MTF50 (1/mm)");
+    el("text", { x: (W + m.l) / 2, y: H - 4, "text-anchor": "middle" },
+      useF50 ? "f50 of transfer from input (1/mm)" : "MTF50 (1/mm)");
     el("text", { x: m.l - 3, y: H - m.b, "text-anchor": "end" }, fmt(y0, 1));
     el("text", { x: m.l - 3, y: m.t + 8, "text-anchor": "end" }, fmt(y1, 1));
     el("text", { x: 10, y: (H - m.b + m.t) / 2, transform: "rotate(-90 10 " +
