@@ -201,6 +201,7 @@ def test_pick_written(run: dict[str, Any]) -> None:
     assert pick["strength"] == pytest.approx(rec.strength)
     assert pick["file"] == rec.file
     assert run["summary"].picked["candidate"] == rec.id
+    assert pick["resolution_label"] == "transfer50_per_mm"
 
 
 def test_exports_dicom_nifti_png(run: dict[str, Any]) -> None:

@@ -712,17 +712,18 @@ def _pick(
 
     from ctdid.metrics import CandidateLabels, pick_candidate
 
-    usable = [
-        r
-        for r in ordered
-        if math.isfinite(r.labels.get("noise_hu", math.nan))
-        and math.isfinite(r.labels.get("mtf50_per_mm", math.nan))
-        and r.labels["noise_hu"] > 0
-        and r.labels["mtf50_per_mm"] > 0
-    ]
+    def _ok(r: CandidateRecord, key: str) -> bool:
+        v = r.labels.get(key, math.nan)
+        return math.isfinite(v) and v > 0
+
+    # Resolution figure: the spectral transfer from the input (orders DID candidates), cascaded
+    # with the input's own skin-edge MTF50 when measured; the skin-edge MTF50 alone otherwise.
+    use_transfer = all(_ok(r, "transfer50_per_mm") for r in ordered if _ok(r, "noise_hu"))
+    res_key = "transfer50_per_mm" if use_transfer else "mtf50_per_mm"
+    usable = [r for r in ordered if _ok(r, "noise_hu") and _ok(r, res_key)]
     if not usable:
         raise InputError(
-            f"cannot pick for {task!r}: no candidate has both a noise and an MTF50 label",
+            f"cannot pick for {task!r}: no candidate has both a noise and a resolution label",
             path=folder,
         )
     kwargs = dict(opts)
@@ -730,9 +731,21 @@ def _pick(
         kwargs["target_noise"] = float(extra.get("normal dose", {}).get("noise_hu", math.nan))
         if not math.isfinite(kwargs["target_noise"]):
             raise InputError("cannot measure the reference's noise; give --target-noise HU")
-    labels = [
-        CandidateLabels(noise=r.labels["noise_hu"], mtf50=r.labels["mtf50_per_mm"]) for r in usable
-    ]
+    input_mtf50 = float(extra.get("noisy input", {}).get("mtf50_per_mm", math.nan))
+    if use_transfer:
+        labels = [
+            CandidateLabels.from_transfer(
+                r.labels["noise_hu"],
+                r.labels["transfer50_per_mm"],
+                input_mtf50=input_mtf50 if math.isfinite(input_mtf50) and input_mtf50 > 0 else None,
+            )
+            for r in usable
+        ]
+    else:
+        labels = [
+            CandidateLabels(noise=r.labels["noise_hu"], mtf50=r.labels["mtf50_per_mm"])
+            for r in usable
+        ]
     try:
         index = pick_candidate(labels, task=task, **kwargs)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -746,6 +759,7 @@ def _pick(
         "strength": rec.strength,
         "labels": dict(rec.labels),
         "options": kwargs,
+        "resolution_label": res_key,
         "source": "ctdid run --pick",
     }
     doc = {"format": "ctdid-picks", "picks": {task: picked}}
