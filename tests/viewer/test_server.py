@@ -329,3 +329,41 @@ def test_view_prints_address_and_stops_on_ctrl_c(
     view(result64, host="127.0.0.1", port=0, open_browser=False, allow_remote=False)
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:{seen[0]}/" in out and "Ctrl-C" in out
+
+
+def test_dicom_export_is_derived_from_the_dicom_input(tmp_path: Path) -> None:
+    import pydicom
+
+    from ctdid.io import write_volume
+    from ctdid.results import ResultWriter
+    from ctdid.volume import CTVolume
+
+    hu = np.random.default_rng(1).normal(40, 20, (2, 32, 32)).round().astype(np.float32)
+    src = tmp_path / "src_dicom"
+    write_volume(CTVolume(hu, spacing=(2.5, 0.8, 0.8)), src, params={"test": 1})
+    source = read_volume(src)
+    w = ResultWriter(
+        tmp_path / "result",
+        input_hu=source.hu,
+        spacing=source.spacing,
+        info={"input": {"path": str(src)}},
+    )
+    w.add(source.hu - 5, direction="default", strength=0.0, step=0, progress=0, elapsed_s=0)
+    w.finish()
+    r = client(tmp_path / "result").post(
+        "/api/export", json={"candidate": 0, "format": "dicom", "task": "lesion"}
+    )
+    assert r.status_code == 200, r.text
+    out = tmp_path / "result" / r.json()["written"][0]
+    files = sorted(out.iterdir()) if out.is_dir() else [out]
+    first = pydicom.dcmread(files[0])
+    src_first = pydicom.dcmread(sorted(src.iterdir())[0])
+    assert first.StudyInstanceUID == src_first.StudyInstanceUID
+    assert first.SeriesInstanceUID != src_first.SeriesInstanceUID
+    refs = {
+        item.ReferencedSOPInstanceUID
+        for f in files
+        for item in pydicom.dcmread(f).SourceImageSequence
+    }
+    assert refs <= {pydicom.dcmread(f).SOPInstanceUID for f in src.iterdir()}
+    np.testing.assert_allclose(read_volume(out).hu, source.hu - 5, atol=0.5)

@@ -23,6 +23,7 @@ import secrets
 import socket
 import threading
 import time
+import warnings
 import webbrowser
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -460,11 +461,12 @@ def _export(
     if target.exists() and not overwrite:
         raise _HTTPError(409, f"exports/{name} exists; export again with overwrite")
     exports.mkdir(exist_ok=True)
-    volume = CTVolume(
-        hu=image,
-        spacing=reader.spacing,
-        meta={"ctdid_candidate": rec.id, "ctdid_strength": rec.strength},
-    )
+    meta = {"ctdid_candidate": rec.id, "ctdid_strength": rec.strength}
+    source = _source_volume(reader, image.shape)
+    if source is not None:  # same study, geometry and DICOM headers: a derived series
+        volume = source.with_hu(image, **meta)
+    else:
+        volume = CTVolume(hu=image, spacing=reader.spacing, meta=meta)
     model = reader.doc.get("model") if isinstance(reader.doc.get("model"), dict) else {}
     model_name = str(model.get("name", "model")) if model else "model"
     params = {
@@ -492,6 +494,33 @@ def _export(
         params=params,
     )
     return target, files
+
+
+def _source_volume(reader: ResultReader, shape: tuple[int, ...]) -> Any:
+    """The run's input volume (geometry and DICOM headers) when it is still readable.
+
+    ``run.json`` records the input's path (and DICOM series). Only a DICOM input is re-read,
+    and only when its shape matches the candidate's; anything else gives None and the export
+    carries the spacing of ``run.json`` alone.
+    """
+    from ctdid.io import read_volume
+    from ctdid.io.formats import detect_read_format
+
+    info = reader.doc.get("input")
+    if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        return None
+    path = Path(info["path"])
+    try:
+        if not path.exists() or detect_read_format(path) != "dicom":
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vol = read_volume(path, format="dicom", series=info.get("series"))
+    except (CTDIDError, OSError, ValueError):
+        return None
+    if vol.shape != tuple(shape) or vol.dicom_headers is None:
+        return None
+    return vol
 
 
 def _bind(host: str, port: int) -> socket.socket:
