@@ -139,3 +139,47 @@ def test_bad_options_one_line_exit_2(
     assert err.startswith("ctdid: error:") and "\n" not in err
     assert needle in err
     assert not (workdir / "bad_opt").exists()
+
+
+def test_run_view_serves_the_result_until_interrupted(workdir: Path) -> None:
+    import os
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    env = {**os.environ, "BROWSER": "true", "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctdid", "run", "in.npy", "--model", "tiny_model.py:build",
+         "--out", "res_view", "--candidates", "2", "--view"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = None
+        deadline = time.monotonic() + 240
+        assert proc.stderr is not None
+        lines = []
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"ctdid viewer at (http://\S+)", line)
+            if m:
+                url = m.group(1)
+        assert url is not None, "".join(lines)
+        doc = {}
+        while time.monotonic() < deadline:  # the run finishes while the viewer serves
+            with urllib.request.urlopen(url.rstrip("/") + "/api/result", timeout=10) as r:
+                doc = json.loads(r.read())
+            if doc.get("status") == "done":
+                break
+            time.sleep(0.5)
+        assert doc.get("status") == "done"
+        assert proc.poll() is None  # still serving after the run
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, 130)

@@ -6,9 +6,12 @@ status 2; ``--debug`` shows the traceback instead. Warnings print one line each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import time
 import warnings
+import webbrowser
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -355,6 +358,13 @@ def run(
     byte_order: ByteOrderOpt = ByteOrder.little,
     spacing: SpacingOpt = None,
     key: KeyOpt = None,
+    view_result: Annotated[
+        bool,
+        typer.Option(
+            "--view",
+            help="Open the viewer as soon as the first candidate exists; serve until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Make DID candidates along the noise-resolution curve and write a result folder."""
     from ctdid.runner import check_pick, parse_exports
@@ -380,10 +390,20 @@ def run(
     net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
     vol = _read(input, series=series, **read_opts)
     ref = None if reference is None else _read(reference, series=None, **read_opts)
+    stack = contextlib.ExitStack()
+
+    def start_viewer() -> None:
+        from ctdid.viewer import serve_in_thread
+
+        url = stack.enter_context(serve_in_thread(out))
+        err_console.print(f"ctdid viewer at {url} (candidates appear as they are made)")
+        webbrowser.open(url)
+
     summary = run_with_progress(
         vol,
         net,
         console=err_console,
+        on_first_candidate=start_viewer if view_result else None,
         out_dir=out,
         mode=mode.value,
         k=k,
@@ -407,6 +427,14 @@ def run(
     )
     for path in summary.exports:
         out_console.print(f"exported {path}")
+    if view_result:
+        with stack:
+            err_console.print("viewer running; press Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                err_console.print("viewer stopped")
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,19 @@ def load_denoiser(
 
 
 def run_with_progress(
-    volume: CTVolume, model: Any, *, console: Console, **kwargs: Any
+    volume: CTVolume,
+    model: Any,
+    *,
+    console: Console,
+    on_first_candidate: Callable[[], None] | None = None,
+    **kwargs: Any,
 ) -> RunSummary:
-    """:func:`ctdid.runner.run_did` with a rich progress bar (candidates made / expected)."""
+    """:func:`ctdid.runner.run_did` with a rich progress bar (candidates made / expected).
+
+    ``on_first_candidate`` is called once, when the first candidate is in the result folder
+    (``ctdid run --view`` starts the viewer there, so candidates appear as they are made).
+    """
+    first = [on_first_candidate]
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -76,6 +86,10 @@ def run_with_progress(
                 bar.update(task, description="slices", completed=p.done, total=p.total)
             elif p.stage == "candidate":
                 bar.update(task, description="DID candidates", completed=p.done, total=p.total)
+                hook = first[0]
+                if hook is not None:
+                    first[0] = None
+                    hook()
             elif p.stage == "finishing":
                 bar.update(task, description="figures, pick, exports", total=p.done)
             elif p.stage == "done":
