@@ -113,3 +113,21 @@ def test_unet_rejects_bad_upsample_and_convs() -> None:
         UNet(upsample="nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="convs_per_level"):
         UNet(convs_per_level=0)
+
+
+def test_norm_free_unet_is_local_and_instance_norm_is_not() -> None:
+    """Without instance norm a pixel's output depends only on its neighbourhood, so a network
+    trained on patches behaves the same on a whole slice; with it, the whole input matters."""
+    from ctdid.models.unet import CompactUNet, SafeInstanceNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 256, 256)
+    x[..., :, :64] += 3.0  # content far from the centre changes the global statistics
+    free = CompactUNet(norm=False).eval()
+    assert not any(isinstance(m, SafeInstanceNorm2d) for m in free.modules())
+    normed = CompactUNet().eval()
+    with torch.no_grad():
+        for net, same in ((free, True), (normed, False)):
+            whole = net(x)[..., 112:144, 112:144]
+            crop = net(x[..., 48:208, 48:208])[..., 64:96, 64:96]
+            assert torch.allclose(whole, crop, atol=1e-5) is same

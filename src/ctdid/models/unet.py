@@ -65,7 +65,13 @@ class SafeInstanceNorm2d(nn.Module):
         return f"{self.channels}, min_pixels={self.min_pixels}, eps={self.eps}"
 
 
-def _conv_block(c_in: int, c_out: int, *, stride: int = 1, min_norm_pixels: int) -> nn.Sequential:
+def _conv_block(
+    c_in: int, c_out: int, *, stride: int = 1, min_norm_pixels: int, norm: bool = True
+) -> nn.Sequential:
+    if not norm:
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU(inplace=True)
+        )
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
         SafeInstanceNorm2d(c_out, min_pixels=min_norm_pixels),
@@ -109,6 +115,10 @@ class UNet(nn.Module):
     min_norm_pixels : int, optional
         Feature maps with fewer pixels than this are layer-normalised instead of
         instance-normalised (see :class:`SafeInstanceNorm2d`). Default 16.
+    norm : bool, optional
+        Instance-normalise after each convolution (default true, as the paper). Without it the
+        network's output at a pixel does not depend on statistics of the whole input, so a
+        network trained on patches behaves the same on a whole slice.
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class UNet(nn.Module):
         upsample: Upsample = "transpose",
         residual: bool = True,
         min_norm_pixels: int = 16,
+        norm: bool = True,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -140,15 +151,18 @@ class UNet(nn.Module):
         mp = min_norm_pixels
 
         def extra(c: int) -> list[nn.Module]:
-            return [_conv_block(c, c, min_norm_pixels=mp) for _ in range(convs_per_level - 1)]
+            return [
+                _conv_block(c, c, min_norm_pixels=mp, norm=norm) for _ in range(convs_per_level - 1)
+            ]
 
         self.encoders = nn.ModuleList(
-            [nn.Sequential(_conv_block(1, ch[0], min_norm_pixels=mp), *extra(ch[0]))]
+            [nn.Sequential(_conv_block(1, ch[0], min_norm_pixels=mp, norm=norm), *extra(ch[0]))]
         )
         for i in range(1, depth + 1):
             self.encoders.append(
                 nn.Sequential(
-                    _conv_block(ch[i - 1], ch[i], stride=2, min_norm_pixels=mp), *extra(ch[i])
+                    _conv_block(ch[i - 1], ch[i], stride=2, min_norm_pixels=mp, norm=norm),
+                    *extra(ch[i]),
                 )
             )
         self.upsamplers = nn.ModuleList()
@@ -164,7 +178,8 @@ class UNet(nn.Module):
             self.upsamplers.append(up)
             self.decoders.append(
                 nn.Sequential(
-                    _conv_block(2 * ch[i - 1], ch[i - 1], min_norm_pixels=mp), *extra(ch[i - 1])
+                    _conv_block(2 * ch[i - 1], ch[i - 1], min_norm_pixels=mp, norm=norm),
+                    *extra(ch[i - 1]),
                 )
             )
         self.head = nn.Conv2d(ch[0], 1, 1)
@@ -309,6 +324,8 @@ class CompactUNet(UNet):
         Default true.
     min_norm_pixels : int, optional
         Default 16.
+    norm : bool, optional
+        Instance norm after each convolution. Default true.
     """
 
     def __init__(
@@ -321,6 +338,7 @@ class CompactUNet(UNet):
         upsample: Upsample = "transpose",
         residual: bool = True,
         min_norm_pixels: int = 16,
+        norm: bool = True,
     ) -> None:
         super().__init__(
             depth=depth,
@@ -330,4 +348,5 @@ class CompactUNet(UNet):
             upsample=upsample,
             residual=residual,
             min_norm_pixels=min_norm_pixels,
+            norm=norm,
         )
