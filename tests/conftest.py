@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,14 @@ def disk_phantom() -> np.ndarray:
     img[np.hypot(yy - 20, xx - 40) < 5] = 700.0
     img[np.hypot(yy - 40, xx - 24) < 4] = 10.0
     return np.stack([img, img + 1.5]).astype(np.float32)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run the test with one torch thread (the CI machine has two cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

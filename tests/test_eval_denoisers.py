@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -15,34 +13,22 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark_loading import BENCHMARKS, benchmark_module
 from ctdid.core.adapter import HUAdapter
 from ctdid.metrics import noise_label
 from ctdid.metrics.baselines import roi_noise_std
 from ctdid.models import ModelCard, build_model, load_model, sha256_file
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_denoisers.py"
 FLAT = (slice(24, 40), slice(24, 40))
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ev() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("eval_denoisers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_denoisers"] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("eval_denoisers") as module:
         yield module
-    finally:
-        sys.modules.pop("eval_denoisers", None)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _disk(n: int = 64) -> np.ndarray:
@@ -211,7 +197,7 @@ def test_simulated_cases_are_cached_outside_the_repo(ev: ModuleType, tmp_path: P
     np.testing.assert_array_equal(first[1].low, again[1].low)
     assert again[0].regions == [FLAT] and not again[0].detrend
     with pytest.raises(ValueError, match="checkout"):
-        ev.check_cache_dir(SCRIPT.parent / "cache")
+        ev.check_cache_dir(BENCHMARKS / "cache")
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,32 +14,20 @@ import torch
 from scipy import ndimage, stats
 from torch import nn
 
+from benchmark_loading import benchmark_module
 from ctdid.metrics import cho_detectability, laguerre_gauss_channels, rmse
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_metrics_real.py"
 CONTRASTS = (14.0, 7.0, 5.0, 3.0)
 DIAMETERS_PX = (3.0, 4.0, 5.0, 6.0)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def ev() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("eval_metrics_real", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_metrics_real"] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("eval_metrics_real") as module:
         yield module
-    finally:
-        sys.modules.pop("eval_metrics_real", None)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------
