@@ -316,8 +316,23 @@ def run(
     k: Annotated[int, typer.Option("--k", min=1, help="Model applications of t_low.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seed, recorded in run.json.")] = 0,
     per_slice: Annotated[
-        bool, typer.Option("--per-slice", help="One trajectory per slice (default: shared).")
+        bool,
+        typer.Option(
+            "--per-slice",
+            help="One trajectory per slice, each slice written when done (default: one shared "
+            "trajectory for the scan, fine-tuned on a few slices).",
+        ),
     ] = False,
+    train_slices: Annotated[
+        int,
+        typer.Option(
+            "--train-slices", min=1, help="Shared trajectory: slices to fine-tune on (volumes)."
+        ),
+    ] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Slices per forward pass, volumes."),
+    ] = 8,
     reference: Annotated[
         Path | None, typer.Option("--reference", help="Normal-dose scan: adds RMSE labels.")
     ] = None,
@@ -349,6 +364,14 @@ def run(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing result folder.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run in --out (same input, model and options), "
+            "skipping finished slices and candidate volumes; a finished run is left as is.",
+        ),
+    ] = False,
     series: SeriesOpt = None,
     format: FormatOpt = None,
     shape: ShapeOpt = None,
@@ -366,7 +389,13 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Make DID candidates along the noise-resolution curve and write a result folder."""
+    """Make DID candidates along the noise-resolution curve and write a result folder.
+
+    Volumes stream to disk with bounded memory: in the shared trajectory every candidate's
+    fine-tuned weights are saved (candidates/cNNN.weights.safetensors) and its volume is
+    rendered a batch of slices at a time; with --per-slice each slice is written when done.
+    An interrupted run continues with --resume (finished work is skipped).
+    """
     from ctdid.runner import check_pick, parse_exports
     from ctdid.runner.console import candidate_table, load_denoiser, run_with_progress
 
@@ -385,8 +414,14 @@ def run(
         format=format, shape=shape, dtype=dtype, hu_offset=hu_offset, hu_slope=hu_slope,
         byte_order=byte_order, spacing=spacing, key=key,
     )  # fmt: skip
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CTDIDError("exists and is not empty; pass --overwrite to replace it", path=out)
+    if resume and overwrite:
+        raise CTDIDError("--resume and --overwrite exclude each other")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        raise CTDIDError(
+            "exists and is not empty; pass --overwrite to replace it (or --resume to continue "
+            "the run in it)",
+            path=out,
+        )
     net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
     vol = _read(input, series=series, **read_opts)
     ref = None if reference is None else _read(reference, series=None, **read_opts)
@@ -410,6 +445,9 @@ def run(
         n_candidates=candidates,
         seed=seed,
         shared=not per_slice,
+        train_slices=train_slices,
+        batch_size=batch_size,
+        resume=resume,
         reference=ref,
         pick=None if pick is None else pick.value,
         pick_options=pick_options,
@@ -421,10 +459,16 @@ def run(
     )
     out_console.print(candidate_table(summary))
     t = summary.timings
-    out_console.print(
-        f"{len(summary.records)} candidates in {t['total']:.1f} s (first after "
-        f"{t['first_candidate']:.1f} s); results in {summary.folder}"
-    )
+    if summary.already_done:
+        out_console.print(
+            f"the run in {summary.folder} is already finished; nothing to do "
+            f"({len(summary.records)} candidates)"
+        )
+    else:
+        out_console.print(
+            f"{len(summary.records)} candidates in {t['total']:.1f} s (first after "
+            f"{t['first_candidate']:.1f} s); results in {summary.folder}"
+        )
     for path in summary.exports:
         out_console.print(f"exported {path}")
     if view_result:
@@ -563,6 +607,151 @@ def simulate_pairs(
         f"{k} {v:.2f} s/slice" for k, v in info["timing_s_per_slice"].items() if v is not None
     )
     out_console.print(f"wrote {len(info['pairs'])} pairs to {folder} ({timing})")
+
+
+def _doses(text: str) -> tuple[float, ...]:
+    from fractions import Fraction
+
+    try:
+        values = tuple(float(Fraction(v.strip())) for v in text.split(",") if v.strip())
+    except (ValueError, ZeroDivisionError):
+        raise CTDIDError(
+            f"--doses must be dose fractions separated by commas (e.g. 0.5,0.25 or 1/2,1/4), "
+            f"got {text!r}"
+        ) from None
+    if not values:
+        raise CTDIDError(f"--doses names no dose, got {text!r}")
+    return values
+
+
+@app.command("simulate")
+def simulate_cmd(
+    out: Annotated[Path, typer.Argument(help="Dataset folder to create (or resume).")],
+    phantoms: Annotated[
+        int, typer.Option("--phantoms", min=0, help="Procedural phantom slices (abdomen/chest).")
+    ] = 0,
+    real: Annotated[
+        list[Path] | None,
+        typer.Option("--real", help="Real normal-dose volume or folder of raw slices (repeat)."),
+    ] = None,
+    doses: Annotated[
+        str,
+        typer.Option(
+            "--doses", help="Dose levels, fractions of the normal dose (0.5,0.25 or 1/4)."
+        ),
+    ] = "0.5,0.25,0.125,0.0625",
+    realisations: Annotated[
+        int, typer.Option("--realisations", min=1, help="Noise realisations per dose level.")
+    ] = 1,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Master seed of anatomy and noise.")
+    ] = 0,
+    i0: Annotated[
+        float | None,
+        typer.Option("--i0", help="Normal-dose photons/bin/view (phantoms; default 1.5e5)."),
+    ] = None,
+    sigma_e: Annotated[
+        float | None,
+        typer.Option("--sigma-e", help="Electronic noise std in counts (default 10)."),
+    ] = None,
+    kernel: Annotated[str, typer.Option("--kernel", help="FBP window of phantom scans.")] = "hann",
+    real_kernel: Annotated[
+        str, typer.Option("--real-kernel", help="FBP window of the inserted noise.")
+    ] = "hann",
+    real_i0: Annotated[
+        float | None,
+        typer.Option(
+            "--real-i0", help="Normal-dose photons/bin/view assumed for --real scans (else --i0)."
+        ),
+    ] = None,
+    shape: ShapeOpt = None,
+    dtype: DtypeOpt = None,
+    hu_offset: OffsetOpt = None,
+    spacing: SpacingOpt = None,
+    phantom_size: Annotated[
+        int, typer.Option("--phantom-size", min=32, help="Phantom size in pixels (380 mm).")
+    ] = 512,
+    views: Annotated[
+        int | None, typer.Option("--views", min=8, help="Fan-beam views (default 1152).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes (one thread each).")
+    ] = 2,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing ctdid dataset folder.")
+    ] = False,
+) -> None:
+    """Write a paired dataset: normal dose + chosen dose levels, several noise realisations.
+
+    Phantoms get full low-dose simulations, real normal-dose slices projection-domain noise
+    insertion. Rerunning the same command finishes an interrupted folder.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ctdid.sim import FanBeamGeometry
+    from ctdid.train.pairs import read_real_sources
+    from ctdid.train.simulate_dataset import simulate_dataset
+
+    levels = _doses(doses)
+    sources = read_real_sources(
+        real or [],
+        shape=_ints(shape, "--shape"),
+        dtype=dtype,
+        hu_offset=hu_offset,
+        spacing=_floats(spacing, "--spacing"),
+        kernel=real_kernel,
+        i0=real_i0,
+    )
+    geometry = None if views is None else FanBeamGeometry(n_views=views)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    task = bar.add_task("simulating", total=None)
+
+    def step(done: int, total: int, desc: str) -> None:
+        if not bar.live.is_started:  # first call: after the options and folder were checked
+            bar.start()
+        bar.update(task, completed=done, total=total, description=desc)
+
+    try:  # a bad option prints nothing but its error line: the bar starts with the work
+        manifest = simulate_dataset(
+            out,
+            phantoms=phantoms,
+            real=sources,
+            doses=levels,
+            realisations=realisations,
+            seed=seed,
+            i0=i0,
+            sigma_e=sigma_e,
+            kernel=kernel,
+            geometry=geometry,
+            phantom_size=phantom_size,
+            workers=workers,
+            overwrite=overwrite,
+            progress=step,
+        )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    run = manifest["runs"][-1]
+    n = len(manifest["slices"])
+    where = Path(out).absolute()
+    if run["slices"] == 0:
+        out_console.print(f"nothing to do: all {n} slices of {where} are done")
+        return
+    earlier = n - run["slices"]
+    note = f"; {earlier} of {n} were done before" if earlier else ""
+    slices = f"{run['slices']} slice" + ("s" if run["slices"] != 1 else "")
+    images = f"{run['images']} low-dose image" + ("s" if run["images"] != 1 else "")
+    out_console.print(
+        f"wrote {slices} ({images}) to {where} in "
+        f"{run['seconds']:.1f} s: {run['s_per_image']:.3g} s per image with "
+        f"{run['workers']} worker(s){note}"
+    )
 
 
 @app.command("train")

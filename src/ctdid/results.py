@@ -9,6 +9,16 @@ Layout of a result folder::
     candidates/c000.npy   candidate images, float32 HU, (z, y, x), ordered from the
     candidates/c001.npy   high-resolution end (index 0) to the low-noise end; written atomically,
     ...                   one file per candidate so a viewer can show each as soon as it exists
+    candidates/c001.weights.safetensors
+                          volumes in the shared trajectory: the fine-tuned state dict that made
+                          candidate 1 (the pretrained one for the default), to re-apply it to
+                          other slices or scans (:meth:`ResultReader.candidate_weights`)
+    resume.json           volumes: progress of the run (finished slices, rendered slice batches,
+                          weights made), rewritten atomically after each finished unit, read by
+                          ``ctdid run --resume``
+    partial/              volumes: candidate volumes (and the low-noise bound) being filled
+                          slice by slice (``.npy`` memory maps); a complete one is moved to
+                          ``candidates/`` and listed in ``run.json``; removed when the run is done
     metrics.csv           one row per candidate (index, strength, direction, noise, MTF50, ...)
     montage.png           candidates side by side at the display window
     tradeoff.png          noise vs resolution along the candidates
@@ -20,7 +30,8 @@ Candidates are stored in their order along the curve; ``run.json`` lists each wi
 ``file``, ``direction`` ("high", "default", "low"), ``strength`` in [-1, 1] (-1 = the noisy
 input, 0 = the default output, +1 = the model applied k times), ``step``, ``progress`` and
 labels. While running, candidates arrive out of order (both directions grow from the default);
-``order`` in ``run.json`` is always the current high-to-low order.
+``order`` in ``run.json`` is always the current high-to-low order. Only complete candidate
+files are listed, so a reader never sees a half-written volume.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +50,18 @@ from numpy.typing import NDArray
 from ctdid.errors import InputError
 from ctdid.io.atomic import atomic_file, check_output
 
-__all__ = ["RESULT_FORMAT_VERSION", "CandidateRecord", "ResultReader", "ResultWriter"]
+__all__ = [
+    "RESULT_FORMAT_VERSION",
+    "STATE_FILE",
+    "CandidateRecord",
+    "ResultReader",
+    "ResultWriter",
+]
 
 RESULT_FORMAT_VERSION = 1
+#: The resume state of a volume run, beside ``run.json``.
+STATE_FILE = "resume.json"
+_PARTIAL = "partial"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +86,9 @@ class CandidateRecord:
     labels : dict
         Per-candidate figures, e.g. ``noise_hu`` (STD over automatic flat regions) and
         ``mtf50_per_mm``.
+    weights : str or None
+        Path, relative to the result folder, of the state dict (safetensors) that made the
+        image, when it was saved (volumes in the shared trajectory); None otherwise.
     """
 
     id: int
@@ -74,6 +98,7 @@ class CandidateRecord:
     progress: float
     elapsed_s: float
     labels: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
 
     @property
     def file(self) -> str:
@@ -92,6 +117,27 @@ def _save_npy_atomic(path: Path, array: NDArray[Any], *, overwrite: bool) -> Non
         np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
 
 
+def _weights_file(record_id: int) -> str:
+    """Path, relative to the result folder, of candidate ``record_id``'s weights file."""
+    return f"candidates/c{record_id:03d}.weights.safetensors"
+
+
+def _records_from_doc(doc: Mapping[str, Any]) -> list[CandidateRecord]:
+    return [
+        CandidateRecord(
+            id=int(c["id"]),
+            direction=str(c["direction"]),
+            strength=float(c["strength"]),
+            step=int(c["step"]),
+            progress=float(c["progress"]),
+            elapsed_s=float(c["elapsed_s"]),
+            labels=dict(c.get("labels", {})),
+            weights=None if c.get("weights") is None else str(c["weights"]),
+        )
+        for c in doc.get("candidates", [])
+    ]
+
+
 class ResultWriter:
     """Write a result folder incrementally.
 
@@ -108,6 +154,10 @@ class ResultWriter:
     info : mapping
         JSON-serialisable description of the run (config, model, versions, seed, input).
     overwrite : bool
+    resume : bool, optional
+        Continue the run in ``folder``: keep its listed candidates (read from ``run.json``),
+        their files, weights, ``partial/`` and the resume state; ``input.npy`` is written only
+        if missing. The caller checks beforehand that the run is the same one.
     """
 
     def __init__(
@@ -118,23 +168,37 @@ class ResultWriter:
         spacing: Sequence[float],
         info: Mapping[str, Any],
         overwrite: bool = False,
+        resume: bool = False,
     ) -> None:
         self.folder = Path(folder).absolute()
-        if self.folder.exists() and any(self.folder.iterdir()) and not overwrite:
+        if self.folder.exists() and any(self.folder.iterdir()) and not (overwrite or resume):
             check_output(self.folder, overwrite=False)
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "candidates").mkdir(exist_ok=True)
-        if overwrite:
-            for stale in (self.folder / "candidates").glob("c*.npy"):
-                stale.unlink()
+        self.records: list[CandidateRecord] = []
+        if resume:
+            try:
+                doc = json.loads((self.folder / "run.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot resume, run.json is unreadable: {exc}") from None
+            self.records = sorted(_records_from_doc(doc), key=lambda r: r.id)
+            if [r.id for r in self.records] != list(range(len(self.records))):
+                raise InputError("cannot resume: run.json lists candidate ids with gaps")
+        elif overwrite:
+            for pattern in ("c*.npy", "c*.weights.safetensors"):
+                for stale in (self.folder / "candidates").glob(pattern):
+                    stale.unlink()
+            if (self.folder / _PARTIAL).is_dir():
+                shutil.rmtree(self.folder / _PARTIAL)
+            (self.folder / STATE_FILE).unlink(missing_ok=True)
         arr = np.asarray(input_hu, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[np.newaxis]
         self.shape = arr.shape
-        _save_npy_atomic(self.folder / "input.npy", arr, overwrite=True)
+        if not (resume and (self.folder / "input.npy").is_file()):
+            _save_npy_atomic(self.folder / "input.npy", arr, overwrite=True)
         self.spacing = [float(s) for s in spacing]
         self.info = dict(info)
-        self.records: list[CandidateRecord] = []
         self.status = "running"
         self.extra: dict[str, Any] = {}
         self._write_json()
@@ -170,15 +234,138 @@ class ResultWriter:
         self._write_json()
         return rec
 
+    # -- volumes written slice by slice, weights and the resume state
+
+    def partial_file(self, name: str) -> Path:
+        """Path of a volume being filled (``partial/<name>``); see :meth:`open_partial`."""
+        return self.folder / _PARTIAL / name
+
+    def open_partial(self, name: str) -> np.memmap[Any, np.dtype[np.float32]]:
+        """Open ``partial/<name>`` for writing slices, creating it (zeros) if missing.
+
+        Parameters
+        ----------
+        name : str
+            File name, e.g. ``"c003.npy"`` (the future candidate 3).
+
+        Returns
+        -------
+        numpy.memmap
+            A float32 (z, y, x) ``.npy`` memory map of the input's shape; write slices
+            into it and ``flush()``. Only the slices touched are held in memory.
+        """
+        path = self.partial_file(name)
+        if path.is_file():
+            try:
+                mm = np.lib.format.open_memmap(path, mode="r+")
+            except (OSError, ValueError):
+                mm = None
+            if mm is not None and mm.dtype == np.float32 and mm.shape == self.shape:
+                return mm
+            del mm
+            path.unlink()
+        path.parent.mkdir(exist_ok=True)
+        with atomic_file(path, overwrite=False) as tmp:  # never a half-made header
+            made = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=self.shape)
+            made.flush()
+            del made
+        return np.lib.format.open_memmap(path, mode="r+")
+
+    def stored_file(self, record_id: int) -> Path | None:
+        """The complete image of a future candidate ``record_id``, if there is one.
+
+        ``candidates/cNNN.npy`` when :meth:`commit` already moved it there (a run stopped
+        before listing it), else None.
+        """
+        final = self.folder / f"candidates/c{record_id:03d}.npy"
+        return final if final.is_file() else None
+
+    def commit(
+        self,
+        record_id: int,
+        *,
+        direction: str,
+        strength: float,
+        step: int,
+        progress: float,
+        elapsed_s: float,
+        labels: Mapping[str, float] | None = None,
+        weights: str | None = None,
+    ) -> CandidateRecord:
+        """Move the complete ``partial/cNNN.npy`` to ``candidates/`` and list it.
+
+        ``record_id`` must be the next id (the number of listed candidates). If the partial
+        file is gone but ``candidates/cNNN.npy`` exists (an earlier commit stopped before
+        listing), that file is listed.
+        """
+        if record_id != len(self.records):
+            raise ValueError(f"next candidate id is {len(self.records)}, got {record_id}")
+        rec = CandidateRecord(
+            id=record_id,
+            direction=direction,
+            strength=float(strength),
+            step=int(step),
+            progress=float(progress),
+            elapsed_s=float(elapsed_s),
+            labels=dict(labels or {}),
+            weights=weights,
+        )
+        partial = self.partial_file(f"c{record_id:03d}.npy")
+        if partial.is_file():
+            os.replace(partial, self.folder / rec.file)
+        elif self.stored_file(record_id) is None:
+            raise ValueError(f"candidate {record_id} has no image (no {partial.name})")
+        self.records.append(rec)
+        self._write_json()
+        return rec
+
+    def save_weights(self, record_id: int, state_dict: Mapping[str, Any]) -> str:
+        """Write a candidate's state dict (tensors) atomically as safetensors.
+
+        Returns
+        -------
+        str
+            The path relative to the result folder, ``candidates/cNNN.weights.safetensors``.
+        """
+        import torch
+        from safetensors.torch import save_file
+
+        rel = _weights_file(record_id)
+        tensors = {
+            str(k): torch.as_tensor(v).detach().to("cpu").contiguous().clone()
+            for k, v in state_dict.items()
+        }
+        with atomic_file(self.folder / rel, overwrite=True) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "ctdid-candidate-weights"})
+        return rel
+
+    def write_state(self, state: Mapping[str, Any]) -> None:
+        """Write the resume state (``resume.json``) atomically."""
+        with atomic_file(self.folder / STATE_FILE, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(state, indent=1, default=_json_default))
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The resume state, or None when there is none (or it is unreadable)."""
+        try:
+            doc = json.loads((self.folder / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def set_labels(self, record_id: int, labels: Mapping[str, float]) -> None:
         """Replace the labels of a stored candidate."""
         self.records[record_id] = dataclasses.replace(self.records[record_id], labels=labels)
         self._write_json()
 
     def finish(self, *, status: str = "done", **extra: Any) -> None:
-        """Mark the run finished (or failed) and add final entries to ``run.json``."""
+        """Mark the run finished (or failed) and add final entries to ``run.json``.
+
+        A finished run (``status="done"``) drops its ``partial/`` folder.
+        """
         self.status = status
         self.extra.update(extra)
+        if status == "done" and (self.folder / _PARTIAL).is_dir():
+            shutil.rmtree(self.folder / _PARTIAL)
         self._write_json()
 
     def order(self) -> list[int]:
@@ -246,18 +433,7 @@ class ResultReader:
         if doc.get("format") != "ctdid-result":
             raise InputError("run.json is not a ctdid result", path=path)
         self.doc: dict[str, Any] = doc
-        self.records = {
-            int(c["id"]): CandidateRecord(
-                id=int(c["id"]),
-                direction=str(c["direction"]),
-                strength=float(c["strength"]),
-                step=int(c["step"]),
-                progress=float(c["progress"]),
-                elapsed_s=float(c["elapsed_s"]),
-                labels=dict(c.get("labels", {})),
-            )
-            for c in doc.get("candidates", [])
-        }
+        self.records = {r.id: r for r in _records_from_doc(doc)}
 
     @property
     def status(self) -> str:
@@ -302,3 +478,32 @@ class ResultReader:
         if record_id not in self.records:
             raise InputError(f"no candidate {record_id}", path=self.folder)
         return self._load(self.records[record_id].file, mmap)
+
+    def candidate_weights(self, record_id: int) -> dict[str, Any]:
+        """The state dict (name -> CPU tensor) that made a candidate.
+
+        Load it into the run's model (``model.load_state_dict(...)``) or apply it to other
+        images with :meth:`ctdid.core.InteractiveDenoiser.apply`.
+
+        Raises
+        ------
+        InputError
+            No such candidate, its weights were not saved, or the file is unreadable.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        rec = self.records.get(record_id)
+        if rec is None:
+            raise InputError(f"no candidate {record_id}", path=self.folder)
+        if rec.weights is None:
+            raise InputError(
+                f"candidate {record_id} has no saved weights (only volumes in the shared "
+                "trajectory save them)",
+                path=self.folder,
+            )
+        path = self.folder / rec.weights
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"cannot read the weights: {exc}", path=path) from None

@@ -51,6 +51,12 @@ class Candidate:
         :class:`CandidateStack`.
     elapsed : float
         Seconds from the start of the engine's run to the moment this image was made.
+    weights : mapping of str to Tensor, optional
+        The network's state dict (CPU copies, names as in ``model.state_dict()``) that made
+        this image: the fine-tuned weights, or the pretrained ones for the default. Only
+        when the engine runs with ``keep_weights=True``; None otherwise. Load them with
+        ``model.load_state_dict(candidate.weights)`` or apply them to other images with
+        :meth:`ctdid.core.InteractiveDenoiser.apply`.
     """
 
     image: NDArray[np.float32]
@@ -60,6 +66,7 @@ class Candidate:
     progress_raw: float
     strength: float
     elapsed: float
+    weights: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

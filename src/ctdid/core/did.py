@@ -46,7 +46,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -177,6 +177,11 @@ def _forward_measured(net: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     return y, int(sum(seen.values()))
 
 
+def _state_copy(net: nn.Module) -> dict[str, Tensor]:
+    """CPU copy of a network's state dict (a candidate's weights)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device, enabled: bool) -> Iterator[None]:
     """Deterministic cuDNN within the block only (restored after); no-op off CUDA."""
@@ -229,6 +234,7 @@ class _Event:
 class _Runner:
     """One direction's fine-tuning, advanced one iteration at a time by :meth:`step`."""
 
+    net: nn.Module
     done: bool
     reason: str
     steps: int
@@ -620,6 +626,11 @@ class InteractiveDenoiser:
         the last step length scaled by ``step_progress / achieved progress`` (one forward
         pass per iteration unless the loss rises). Default ``"search"`` (robust) or
         ``"adaptive"`` (fast).
+    keep_weights : bool, optional
+        Give every :class:`~ctdid.core.candidates.Candidate` a CPU copy of the network's
+        state dict that made it (``Candidate.weights``; the pretrained weights for the
+        default), so that a candidate can be applied to other slices or scans with
+        :meth:`apply`. Costs one copy of the parameters per candidate. Default false.
 
     Raises
     ------
@@ -660,6 +671,7 @@ class InteractiveDenoiser:
         deterministic: bool = True,
         interleave: bool = True,
         step_control: StepControl | None = None,
+        keep_weights: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -736,6 +748,8 @@ class InteractiveDenoiser:
         self.deterministic = bool(deterministic)
         self.interleave = bool(interleave) and len(directions) > 1
         self.step_control: StepControl = step_control
+        self.keep_weights = bool(keep_weights)
+        self._apply_cache: tuple[Any, nn.Module] | None = None
         self.outside_weight = float(outside_weight)
         self.hu_scale = float(getattr(model, "hu_scale", _DEFAULT_HU_SCALE))
         self.hu_offset = float(getattr(model, "hu_offset", _DEFAULT_HU_OFFSET))
@@ -857,6 +871,62 @@ class InteractiveDenoiser:
             if callback is not None:
                 callback(cand)
 
+    def apply(
+        self,
+        x: ArrayLike | Tensor,
+        *,
+        weights: Mapping[str, Tensor] | None = None,
+        batch_size: int = 8,
+    ) -> NDArray[np.float32]:
+        """Apply the pretrained model, or a candidate's weights, to images (no fine-tuning).
+
+        Parameters
+        ----------
+        x : array_like or Tensor, shape (H, W) or (Z, H, W)
+            Images in HU.
+        weights : mapping of str to Tensor, optional
+            A state dict of the model, e.g. ``Candidate.weights`` from a run with
+            ``keep_weights=True`` or a candidate's weights file written by ``ctdid run``.
+            Default the model's own (pretrained) weights: the default candidate ``phi_w0``.
+        batch_size : int, optional
+            Slices per forward pass. Default 8.
+
+        Returns
+        -------
+        ndarray of float32
+            The output in HU, shaped like ``x``; computed as the engine renders its
+            candidates (eval mode, no gradients, deterministic cuDNN if ``deterministic``).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is not (H, W) or (Z, H, W), or the weights do not fit the model.
+        """
+        xt = _as_tensor(x, "x")
+        shape = tuple(xt.shape)
+        if xt.ndim not in (2, 3):
+            raise ValueError(f"x must be an (H, W) image or (Z, H, W) HU slices, got {shape}")
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        key = self.model if weights is None else weights
+        if self._apply_cache is None or self._apply_cache[0] is not key:
+            net = self._apply_cache[1] if self._apply_cache is not None else None
+            if net is None:
+                net = copy.deepcopy(self.model).to(self.device)
+                net.eval()
+            state = self.model.state_dict() if weights is None else weights
+            try:
+                net.load_state_dict(dict(state), strict=True)
+            except RuntimeError as exc:
+                self._apply_cache = None  # partly loaded: not reused
+                raise ValueError(f"the weights do not fit the model: {exc}") from None
+            self._apply_cache = (key, net)
+        net = self._apply_cache[1]
+        xb = xt.reshape(-1, 1, *shape[-2:]).to(self.device)
+        with _deterministic(self.device, self.deterministic):
+            y = _apply(net, xb, int(batch_size))
+        return np.ascontiguousarray(y.to("cpu", torch.float32).numpy()).reshape(shape)
+
     # ------------------------------------------------------------------------------ internals
 
     def _as_batch(self, x: ArrayLike | Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -936,7 +1006,10 @@ class InteractiveDenoiser:
         def to_np(t: Tensor) -> NDArray[np.float32]:
             return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy()).reshape(shape)
 
-        default = Candidate(to_np(y0), "default", 0, 0.0, 0.0, 0.0, time.perf_counter() - start)
+        default = Candidate(
+            to_np(y0), "default", 0, 0.0, 0.0, 0.0, time.perf_counter() - start,
+            weights=_state_copy(net) if self.keep_weights else None,
+        )  # fmt: skip
         yield default
 
         # Training data: the whole input, some slices of it, and/or crops (fast mode).
@@ -1040,6 +1113,7 @@ class InteractiveDenoiser:
                     progress_raw=raw,
                     strength=-best[direction] if direction == "high" else best[direction],
                     elapsed=time.perf_counter() - start,
+                    weights=_state_copy(runner.net) if self.keep_weights else None,
                 )
                 candidates[direction].append(cand)
                 out.append(cand)

@@ -49,6 +49,8 @@ __all__ = [
     "FOV_MM",
     "MAIN_MODEL",
     "PLAIN_MODEL",
+    "REAL_DOSES",
+    "REAL_I0",
     "Curve",
     "Experiments",
     "ReproConfig",
@@ -78,6 +80,11 @@ FOV_MM = 380.0
 FIG5_DOSES = (1.0, 0.5, 0.25, 0.125)
 #: Doses inserted into the real full-dose L067 slices.
 REAL_DOSES = (0.5, 0.25, 0.125)
+#: Full-dose photons per detector bin per view assumed when inserting dose into the L067 slices:
+#: the value the shipped models' training data used (configs/train-compact-unet.yaml), chosen
+#: there so that inserted quarter-dose noise on the L506 full dose has the std of Mayo's own
+#: L506 quarter dose. (The simulator's default I0 would give about 1.8x that noise.)
+REAL_I0 = 2.8e5
 #: Display window in HU.
 WINDOW = (-160.0, 240.0)
 _BASE_DOSE = 0.25
@@ -1047,7 +1054,8 @@ class Experiments:
             for j, dose in enumerate(REAL_DOSES):
                 self.log(f"inserting dose {dose_label(dose)} into {path.name}")
                 low = simulate_low_dose(fd, dose=dose, spacing=(px, px), geometry=self.cfg.geometry,
-                                        mode="insert", kernel="ramp", seed=1000 + 10 * k + j)
+                                        mode="insert", kernel="ramp", i0=REAL_I0,
+                                        seed=1000 + 10 * k + j)
                 scene = _real_scene(low, fd, f"{path.stem} dose {dose_label(dose)}", (px, px))
                 cur = self.curve(MAIN_MODEL, scene, f"{path.stem}-{dose}")
                 dose_curves.append((f"dose {dose_label(dose)}", _BASE_DOSE, dose, cur, scene))
@@ -1075,9 +1083,11 @@ class Experiments:
                             case=f"real L067 {path.stem}: {label}, input {dose_label(idose)}"))
         sec.paragraphs.append(
             f"Full-dose sharp-kernel slices of patient L067 ({self.cfg.real_slices} used) with "
-            "projection-domain noise inserted at doses 1/2, 1/4 and 1/8 (ramp kernel), denoised "
-            f"by {MAIN_MODEL} (Fig. 5 analog) and, at 1/4, by the models of other doses (Figs. 7-8 "
-            "analog). Reference: the real full dose. Caveats: (1) these ten L067 slices, with "
+            "projection-domain noise inserted at doses 1/2, 1/4 and 1/8 (ramp kernel, "
+            f"I0 = {REAL_I0:.2g} photons per bin per view at full dose, as in the training "
+            f"data), denoised by {MAIN_MODEL} (Fig. 5 analog) and, at 1/4, by the models of "
+            "other doses (Figs. 7-8 analog). Reference: the real full dose. Caveats: (1) these "
+            "ten L067 slices, with "
             "quarter-dose noise inserted, were part of the shipped models' training data, so this "
             "is not a held-out test; (2) the inserted noise is added to the full-dose image, so "
             "the input contains the reference's own noise and RMSE vs full dose favours the "

@@ -64,7 +64,11 @@ def run_with_progress(
     on_first_candidate: Callable[[], None] | None = None,
     **kwargs: Any,
 ) -> RunSummary:
-    """:func:`ctdid.runner.run_did` with a rich progress bar (candidates made / expected).
+    """:func:`ctdid.runner.run_did` with rich progress bars.
+
+    One bar counts the candidates stored / expected; volumes add one for the shared
+    fine-tuning (candidates' weights made), one for the slices rendered over all candidate
+    volumes, or, per slice, one for the slices finished.
 
     ``on_first_candidate`` is called once, when the first candidate is in the result folder
     (``ctdid run --view`` starts the viewer there, so candidates appear as they are made).
@@ -78,22 +82,31 @@ def run_with_progress(
         TextColumn("elapsed"),
         TimeElapsedColumn(),
     )
+    labels = {
+        "finetune": "fine-tuning (weights made)",
+        "render": "slices rendered",
+        "slice": "slices finished",
+    }
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("DID candidates", total=None)
+        extra: dict[str, Any] = {}
 
         def update(p: RunProgress) -> None:
-            if p.stage == "slice":
-                bar.update(task, description="slices", completed=p.done, total=p.total)
+            if p.stage in labels:
+                if p.stage not in extra:
+                    extra[p.stage] = bar.add_task(labels[p.stage], total=p.total)
+                bar.update(extra[p.stage], completed=p.done, total=p.total)
             elif p.stage == "candidate":
                 bar.update(task, description="DID candidates", completed=p.done, total=p.total)
-                hook = first[0]
-                if hook is not None:
-                    first[0] = None
-                    hook()
             elif p.stage == "finishing":
                 bar.update(task, description="figures, pick, exports", total=p.done)
             elif p.stage == "done":
                 bar.update(task, description="done", completed=p.done, total=p.done)
+            # (a resumed run may have every candidate already: then at the end)
+            hook = first[0]
+            if hook is not None and p.stage in ("candidate", "finishing", "done"):
+                first[0] = None
+                hook()
 
         return run_did(volume, model, progress=update, **kwargs)
 

@@ -1,9 +1,20 @@
 """Run the DID engine on a CT volume and write a result folder as the candidates are made.
 
 :func:`run_did` sits around :class:`ctdid.core.InteractiveDenoiser`: it streams every candidate
-into a :class:`ctdid.results.ResultWriter` with its quality labels as soon as the engine makes
-it (so a viewer can show it at once), then writes ``metrics.csv``, ``montage.png``,
+into a :class:`ctdid.results.ResultWriter` with its quality labels as soon as it is complete
+(so a viewer can show it at once), then writes ``metrics.csv``, ``montage.png``,
 ``tradeoff.png``, the optional pick (``picks.json``) and the exports.
+
+Volumes (z > 1) are streamed with bounded memory and can be resumed:
+
+* shared trajectory: the engine fine-tunes on a few evenly spaced slices only; every
+  candidate's weights are saved (``candidates/cNNN.weights.safetensors``), then each candidate
+  volume is rendered slice batch by slice batch into a memory-mapped file, so at most one
+  batch of slices per candidate is in memory;
+* per-slice trajectories: each slice's candidates, interpolated at a strength grid fixed
+  before the first slice, go to disk as soon as that slice is done;
+* ``resume.json`` records the finished units (slice batches, slices, the fine-tuning) after
+  each one, and ``run_did(..., resume=True)`` skips them.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import platform
 import shutil
@@ -26,7 +38,7 @@ from torch import nn
 
 from ctdid.errors import InputError
 from ctdid.io.atomic import atomic_file, check_output
-from ctdid.results import CandidateRecord, ResultWriter
+from ctdid.results import STATE_FILE, CandidateRecord, ResultReader, ResultWriter
 from ctdid.runner.labelling import LABEL_NAMES, CandidateLabeller
 from ctdid.volume import CTVolume
 
@@ -68,15 +80,19 @@ class RunProgress:
 
     Attributes
     ----------
-    stage : {"candidate", "slice", "finishing", "done"}
-        ``"candidate"``: a candidate was just stored (``record``); ``"slice"``: per-slice
-        mode finished one more slice; ``"finishing"``: figures, pick and exports are being
+    stage : {"candidate", "finetune", "render", "slice", "finishing", "done"}
+        ``"candidate"``: a candidate was just stored (``record``); ``"finetune"``: the
+        shared trajectory of a volume made one more candidate's weights; ``"render"``: one
+        more batch of slices of a candidate volume was written; ``"slice"``: per-slice mode
+        finished one more slice; ``"finishing"``: figures, pick and exports are being
         written; ``"done"``: the result folder is complete.
     done : int
-        Candidates stored (or slices finished, for ``"slice"``).
+        Candidates stored (weights made for ``"finetune"``, slices rendered over all
+        candidates for ``"render"``, slices finished for ``"slice"``); counts include the
+        work a resumed run found done.
     total : int or None
-        Expected number (candidates or slices); None when unknown (faithful mode). A run may
-        end with fewer candidates (a direction stalled) or one more (a final candidate).
+        Expected number; None when unknown (faithful mode). A run may end with fewer
+        candidates (a direction stalled) or one more (a final candidate).
     elapsed_s : float
         Seconds since the run started.
     folder : Path
@@ -116,6 +132,9 @@ class RunSummary:
         Coverage, stop reasons, steps and peak memory reported by the engine.
     notes : tuple of str
         Why some label could not be measured, if any.
+    already_done : bool
+        True when ``resume`` found the run finished and did nothing (``timings`` and
+        ``engine`` are then those of the finished run).
     """
 
     folder: Path
@@ -126,6 +145,7 @@ class RunSummary:
     timings: dict[str, float]
     engine: dict[str, Any]
     notes: tuple[str, ...] = ()
+    already_done: bool = False
 
     @property
     def default(self) -> CandidateRecord:
@@ -239,6 +259,108 @@ def _middle_body_slice(hu: NDArray[np.float32]) -> int:
     return int(best[len(best) // 2])
 
 
+def _array_sha256(array: NDArray[Any]) -> str:
+    """SHA-256 of an array's shape and float32 values (C order), slice by slice."""
+    arr = np.asarray(array)
+    digest = hashlib.sha256(repr(tuple(arr.shape)).encode())
+    for part in arr.reshape(-1, *arr.shape[-2:]) if arr.ndim >= 2 else [arr]:
+        digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _prior_run(folder: Path) -> dict[str, Any] | None:
+    """``run.json`` of the run to resume; None for a missing or empty folder."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    try:
+        doc = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("format") != "ctdid-result":
+        raise InputError(
+            "cannot resume: not a ctdid result folder (no readable run.json)", path=folder
+        )
+    return doc
+
+
+def _json_normal(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _check_same_run(
+    doc: Mapping[str, Any],
+    folder: Path,
+    config: Mapping[str, Any],
+    model_desc: Mapping[str, Any],
+    input_check: Mapping[str, Any],
+) -> None:
+    """Refuse to resume a folder that holds another run; the message lists the differences."""
+    problems = []
+    old_cfg = doc.get("config") or {}
+    new_cfg = _json_normal(config)
+    changed = [
+        f"{key} {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}"
+        for key in sorted(set(old_cfg) | set(new_cfg))
+        if old_cfg.get(key) != new_cfg.get(key)
+    ]
+    if changed:
+        problems.append("options differ (" + "; ".join(changed) + ")")
+    old_sha = (doc.get("model") or {}).get("state_dict_sha256")
+    if old_sha != model_desc.get("state_dict_sha256"):
+        problems.append("the model's weights differ (state dict sha256)")
+    old_in = doc.get("input_check") or {}
+    if not old_in:
+        problems.append("run.json has no input checksum (made by an older ctdid)")
+    elif old_in.get("shape") != list(input_check["shape"]):
+        problems.append(
+            f"the input's shape differs ({old_in.get('shape')} -> {input_check['shape']})"
+        )
+    else:
+        for key, what in (
+            ("sha256", "the input's values"),
+            ("reference_sha256", "the reference"),
+            ("roi_sha256", "the ROI masks"),
+        ):
+            if old_in.get(key) != input_check.get(key):
+                problems.append(f"{what} differ (sha256)")
+    if problems:
+        raise InputError(
+            "cannot resume, the folder holds another run: "
+            + "; ".join(problems)
+            + ". Give the same input and options, or use --overwrite to start again",
+            path=folder,
+        )
+
+
+def _finished_run(
+    folder: Path,
+    doc: Mapping[str, Any],
+    start: float,
+    progress: Callable[[RunProgress], object] | None,
+) -> RunSummary:
+    """The summary of a finished run, which ``resume`` leaves as it is."""
+    reader = ResultReader(folder)
+    records = tuple(reader.ordered())
+    default = reader.default_record()
+    picks = doc.get("picks") or {}
+    picked = next(iter(picks.values())) if picks else None
+    timings = {key: float(v) for key, v in (doc.get("timings") or {}).items()}
+    if progress is not None:
+        n = len(records)
+        progress(RunProgress("done", n, n, time.perf_counter() - start, folder))
+    return RunSummary(
+        folder=folder,
+        records=records,
+        default_id=-1 if default is None else default.id,
+        picked=dict(picked) if picked else None,
+        exports=tuple(folder / rel for rel in doc.get("exports") or ()),
+        timings=timings,
+        engine=dict(doc.get("engine") or {}),
+        notes=tuple(doc.get("label_notes") or ()),
+        already_done=True,
+    )
+
+
 def run_did(
     volume: CTVolume,
     model: nn.Module,
@@ -260,6 +382,9 @@ def run_did(
     model_info: Mapping[str, Any] | None = None,
     engine_options: Mapping[str, Any] | None = None,
     input_info: Mapping[str, Any] | None = None,
+    train_slices: int = 8,
+    batch_size: int = 8,
+    resume: bool = False,
 ) -> RunSummary:
     """Make the DID candidates of a CT volume and write them as a result folder.
 
@@ -283,9 +408,21 @@ def run_did(
         Seed of the engine (fast mode's crops); recorded in ``run.json``. Default 0.
     shared : bool, optional
         Volumes (z > 1): one trajectory for the whole scan (default), so a strength means
-        the same tradeoff on every slice. False: one trajectory per slice, each slice's
-        candidates interpolated (:func:`ctdid.core.interpolate`) to common strengths; the
-        candidates are then written only once every slice is done.
+        the same tradeoff on every slice: the engine fine-tunes on ``train_slices`` evenly
+        spaced slices, each candidate's weights are saved
+        (``candidates/cNNN.weights.safetensors``, listed as ``weights`` in ``run.json``), then
+        each candidate volume is rendered ``batch_size`` slices at a time into a memory map,
+        the default first (the pretrained model on every slice). Memory: one batch of
+        slices per candidate, plus the input, the engine's training slices and one copy of
+        the weights per candidate. Strengths are measured on the whole volume, as
+        :meth:`ctdid.core.InteractiveDenoiser.run_volume` does.
+        False: one trajectory per slice; each slice's candidates are interpolated
+        (:func:`ctdid.core.interpolate`) at the strengths ``0, +-coverage * i / n_candidates``
+        (i = 1..n, the engine's target grid, fixed before the first slice) and written as soon
+        as the slice is done. A slice whose trajectory stopped short of a strength gives its
+        last candidate there (clamped); ``run.json`` lists each slice's reach
+        (``engine.per_slice[i].reach``) and the clamped strengths (``engine.clamped``). Single
+        slices (z = 1) stream every candidate as the engine makes it.
     reference : CTVolume, optional
         Normal-dose scan of the same shape: adds ``rmse_hu`` (inside the body) to the labels.
     roi : (lesion, background), optional
@@ -316,6 +453,24 @@ def run_did(
     input_info : mapping, optional
         Description of the input for ``run.json`` (path, options); default the volume's
         ``meta``.
+    train_slices : int, optional
+        Volumes, shared trajectory: number of evenly spaced slices the weights are
+        fine-tuned on. Default 8.
+    batch_size : int, optional
+        Volumes: slices per forward pass when rendering candidate volumes (and per unit of
+        progress saved for a resume). Default 8.
+    resume : bool, optional
+        Continue an interrupted run in ``out_dir`` (a missing or empty folder starts a new
+        one). The folder's ``run.json`` must record the same options, model (state-dict
+        sha256) and input (shape and sha256 of the HU array; also the reference's). Work
+        recorded in ``resume.json`` is skipped: finished slices (per-slice mode), rendered
+        slice batches and candidate volumes and, once finished, the fine-tuning (shared
+        mode; its saved weights are reused). A shared fine-tuning that was interrupted is
+        run again from the start: it is deterministic for a seed (except with
+        ``time_budget``), and no candidate volume is rendered before it ends. A single
+        slice is run again from the start. The figures, pick and exports are redone. A
+        finished run is left as it is (``RunSummary.already_done``). Excludes
+        ``overwrite``.
 
     Returns
     -------
@@ -325,9 +480,10 @@ def run_did(
     ------
     InputError
         Bad options (unknown mode, pick task or export format, missing pick target, a
-        reference of another shape, a bad window).
+        reference of another shape, a bad window), or ``resume`` on a folder holding
+        another run (the message lists what differs).
     OutputExistsError
-        If ``out_dir`` holds files and ``overwrite`` is false.
+        If ``out_dir`` holds files and neither ``overwrite`` nor ``resume`` is given.
     """
     from ctdid.core import InteractiveDenoiser
 
@@ -345,7 +501,19 @@ def run_did(
             f"the reference has shape {reference.shape}, the input {volume.shape}; they must match"
         )
     opts = check_pick(pick, pick_options or {}, has_reference=reference is not None)
+    for name, value in (("train_slices", train_slices), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    if resume and overwrite:
+        raise InputError(
+            "resume and overwrite exclude each other (resume continues the run in the folder, "
+            "overwrite starts it again)"
+        )
+    z = volume.shape[0]
+    per_slice = z > 1 and not shared
+    streamed = z > 1 and shared
     eng_opts = dict(engine_options or {})
+    eng_opts.pop("keep_weights", None)
     try:
         engine = InteractiveDenoiser(
             model,
@@ -353,6 +521,7 @@ def run_did(
             k=k,
             n_candidates=n_candidates,
             seed=seed,
+            keep_weights=streamed,
             **eng_opts,
         )
     except (ValueError, TypeError) as exc:
@@ -361,8 +530,6 @@ def run_did(
     folder = Path(out_dir).absolute()
     if folder.exists() and not folder.is_dir():
         raise InputError("the output exists and is not a folder", path=folder)
-    z = volume.shape[0]
-    per_slice = z > 1 and not shared
     model_desc = _model_description(model, model_info)
     config = {
         "mode": mode,
@@ -377,6 +544,14 @@ def run_did(
         "engine_options": eng_opts,
         "reference": reference is not None,
         "roi": roi is not None,
+        "train_slices": int(train_slices),
+        "batch_size": int(batch_size),
+    }
+    input_check = {
+        "shape": list(volume.shape),
+        "sha256": _array_sha256(volume.hu),
+        "reference_sha256": None if reference is None else _array_sha256(reference.hu),
+        "roi_sha256": None if roi is None else [_array_sha256(np.asarray(m)) for m in roi],
     }
     info = {
         "tool": "ctdid run",
@@ -385,22 +560,43 @@ def run_did(
         "model": model_desc,
         "seed": int(seed),
         "input": dict(input_info) if input_info is not None else dict(volume.meta),
+        "input_check": input_check,
         "labels_meaning": {k2: v for k2, v in LABEL_NAMES.items()},
     }
+    resuming = False
+    if resume:
+        prior = _prior_run(folder)
+        if prior is not None:
+            _check_same_run(prior, folder, config, model_desc, input_check)
+            if prior.get("status") == "done":
+                return _finished_run(folder, prior, start, progress)
+            resuming = True
+            info["resumed"] = True
+    # A single slice is run again from the start; volumes continue where they stopped.
     writer = ResultWriter(
-        folder, input_hu=volume.hu, spacing=volume.spacing, info=info, overwrite=overwrite
+        folder,
+        input_hu=volume.hu,
+        spacing=volume.spacing,
+        info=info,
+        overwrite=overwrite or (resuming and z == 1),
+        resume=resuming and z > 1,
     )
-    if overwrite:
+    if overwrite or resuming:
         for name in _STALE:
             (folder / name).unlink(missing_ok=True)
         if (folder / "exports").is_dir():
             shutil.rmtree(folder / "exports")
 
     state = _RunState(writer, volume, reference, roi, start, progress)
+    state.resuming = resuming and z > 1
+    state.batch_size = int(batch_size)
     total = None if mode == "faithful" else 1 + 2 * int(n_candidates)
     try:
+        state.restore()
         if per_slice:
             engine_info = state.run_per_slice(engine, total)
+        elif streamed:
+            engine_info = state.run_volume_shared(engine, total, train_slices=int(train_slices))
         else:
             engine_info = state.run_shared(engine, total)
         engine_s = time.perf_counter() - start
@@ -490,6 +686,11 @@ class _RunState:
         self.first_s: float | None = None
         self.default_id = -1
         self.extra_labels: dict[str, dict[str, float]] = {}
+        self.resuming = False
+        self.batch_size = 8
+        self.state: dict[str, Any] = {}
+        self.rendered_slices = 0
+        self.render_total: int | None = None
 
     def notes(self) -> list[str]:
         return list(self.labeller.notes) if self.labeller is not None else []
@@ -544,13 +745,245 @@ class _RunState:
             elapsed_s=elapsed,
             labels=labels,
         )
-        if is_default:
+        return self._stored(rec, total)
+
+    def _stored(self, rec: CandidateRecord, total: int | None) -> CandidateRecord:
+        if rec.direction == "default":
             self.default_id = rec.id
         if self.first_s is None:
             self.first_s = time.perf_counter() - self.start
         n = len(self.writer.records)
         self.emit("candidate", n, None if total is None else max(total, n), rec)
         return rec
+
+    # -- volumes: streamed, resumable
+
+    def restore(self) -> None:
+        """A resumed run: find the listed default and set the labels up on it again."""
+        default = next((r for r in self.writer.records if r.direction == "default"), None)
+        if default is None:
+            return
+        self.default_id = default.id
+        self._label(np.load(self.writer.folder / default.file, mmap_mode="r"), is_default=True)
+
+    def _load_state(self, trajectory: str, fresh: dict[str, Any]) -> dict[str, Any]:
+        st = self.writer.read_state() if self.resuming else None
+        if st is None:
+            if self.writer.records:
+                raise InputError(
+                    f"cannot resume: no readable {STATE_FILE} beside the listed candidates "
+                    "(made by an older ctdid?); use --overwrite to start again",
+                    path=self.writer.folder,
+                )
+            st = fresh
+        elif (
+            st.get("format") != "ctdid-run-state"
+            or st.get("trajectory") != trajectory
+            or st.get("shape_zyx") != list(self.volume.shape)
+            or st.get("batch_size") != self.batch_size
+        ):
+            raise InputError(
+                f"cannot resume: {STATE_FILE} belongs to another run; use --overwrite",
+                path=self.writer.folder,
+            )
+        self.state = st
+        self._save_state()
+        return st
+
+    def _save_state(self) -> None:
+        self.writer.write_state(self.state)
+
+    def _image_file(self, cid: int) -> Path:
+        stored = self.writer.stored_file(cid)
+        return stored if stored is not None else self.writer.partial_file(f"c{cid:03d}.npy")
+
+    def commit(
+        self,
+        cid: int,
+        *,
+        direction: str,
+        strength: float,
+        step: int,
+        progress: float,
+        total: int | None,
+        weights: str | None = None,
+    ) -> CandidateRecord:
+        """Label the complete image of candidate ``cid`` (from disk) and list it."""
+        image = np.load(self._image_file(cid), mmap_mode="r")
+        labels = self._label(image, is_default=direction == "default")
+        del image
+        rec = self.writer.commit(
+            cid,
+            direction=direction,
+            strength=strength,
+            step=step,
+            progress=progress,
+            elapsed_s=time.perf_counter() - self.start,
+            labels=labels,
+            weights=weights,
+        )
+        return self._stored(rec, total)
+
+    def _render(self, engine: Any, cid: int, weights: Any, *, t_low: bool = False) -> None:
+        """Write candidate ``cid`` (model with ``weights``) batch by batch into ``partial/``.
+
+        Batches already recorded in the state are skipped; with ``t_low`` the low-noise bound
+        (the model applied ``k`` times) is written beside it, for the progress measure.
+        """
+        hu, z, bs = self.volume.hu, self.volume.shape[0], self.batch_size
+        rendered: dict[str, int] = self.state["rendered"]
+        key = str(cid)
+        done = int(rendered.get(key, 0))
+        names = [f"c{cid:03d}.npy"] + (["t_low.npy"] if t_low else [])
+        if done and not all(self.writer.partial_file(n).is_file() for n in names):
+            self.rendered_slices -= done  # the partial volume went missing: start it again
+            done = 0
+        if done >= z:
+            return
+        out = self.writer.open_partial(names[0])
+        low = self.writer.open_partial(names[1]) if t_low else None
+        for a in range(done, z, bs):
+            b = min(a + bs, z)
+            y = engine.apply(np.array(hu[a:b], dtype=np.float32), weights=weights, batch_size=bs)
+            if low is not None:
+                t = y
+                for _ in range(engine.k - 1):
+                    t = engine.apply(t, batch_size=bs)
+                low[a:b] = t
+                low.flush()
+            out[a:b] = y
+            out.flush()
+            rendered[key] = b
+            self._save_state()
+            self.rendered_slices += b - a
+            self.emit("render", self.rendered_slices, self.render_total)
+        del out, low
+
+    def _volume_progress(self, cid: int, direction: str, mask: NDArray[np.bool_]) -> float:
+        """Progress of candidate ``cid`` toward its bound over the whole volume, in the body.
+
+        As :func:`ctdid.core.progress` on the whole volume, accumulated batch by batch.
+        """
+        hu, z, bs = self.volume.hu, self.volume.shape[0], self.batch_size
+        y = np.load(self._image_file(cid), mmap_mode="r")
+        y0 = np.load(self._image_file(self.default_id), mmap_mode="r")
+        t_low = None
+        if direction == "low":
+            t_low = np.load(self.writer.partial_file("t_low.npy"), mmap_mode="r")
+        num = den = 0.0
+        for a in range(0, z, bs):
+            b = min(a + bs, z)
+            base = np.asarray(y0[a:b], dtype=np.float32)
+            target = np.asarray(hu[a:b] if t_low is None else t_low[a:b], dtype=np.float32)
+            dt = (target - base).astype(np.float64) * mask[a:b]
+            num += float(((np.asarray(y[a:b], dtype=np.float64) - base) * dt).sum())
+            den += float((dt * dt).sum())
+        return num / den if den > 0.0 else 0.0
+
+    def run_volume_shared(
+        self, engine: Any, total: int | None, *, train_slices: int
+    ) -> dict[str, Any]:
+        """Shared trajectory of a volume: default, fine-tuning, then candidate volumes."""
+        from safetensors.torch import load_file
+
+        from ctdid.core import body_mask
+
+        writer, hu, z = self.writer, self.volume.hu, self.volume.shape[0]
+        t0 = time.perf_counter()
+        idx = np.unique(np.linspace(0, z - 1, min(train_slices, z)).round().astype(int))
+        fresh = {
+            "format": "ctdid-run-state",
+            "trajectory": "shared",
+            "shape_zyx": list(self.volume.shape),
+            "batch_size": self.batch_size,
+            "train_slices": idx.tolist(),
+            "rendered": {},
+            "finetune": None,
+            "progress_raw": {},
+        }
+        st = self._load_state("shared", fresh)
+        # Body mask as the engine makes it for a volume (empty: the whole image).
+        mask = body_mask(np.asarray(hu), threshold=engine.body_threshold)
+        if mask.sum() < 16:
+            mask = np.ones_like(mask)
+        self.rendered_slices = sum(int(v) for v in st["rendered"].values())
+        self.render_total = None if total is None else z * total
+
+        # 1. The default: the pretrained model on every slice (and t_low, for progress).
+        if not writer.records:
+            if writer.stored_file(0) is None:
+                self._render(engine, 0, None, t_low=True)
+            rel = writer.save_weights(0, engine.model.state_dict())
+            self.commit(
+                0, direction="default", strength=0.0, step=0, progress=0.0, total=total,
+                weights=rel,
+            )  # fmt: skip
+
+        # 2. Fine-tuning on the training slices; every candidate's weights saved as made.
+        ft = st.get("finetune")
+        if ft is None:
+            made: list[dict[str, Any]] = []
+            expected = None if total is None else total - 1
+
+            def on_candidate(c: Any) -> None:
+                if c.direction == "default":
+                    return
+                cid = len(made) + 1
+                rel = writer.save_weights(cid, c.weights)
+                made.append({"id": cid, "direction": c.direction, "step": c.step, "weights": rel})
+                self.emit("finetune", len(made), None if expected is None else max(expected, cid))
+
+            t_ft = time.perf_counter()
+            x_tr = np.array(hu[idx], dtype=np.float32)[:, None]
+            stack = engine.run(x_tr, body=mask[idx][:, None], callback=on_candidate)
+            info = _engine_info(stack, time.perf_counter() - t_ft)
+            info["coverage_train_slices"] = info.pop("coverage")
+            info["train_slices"] = idx.tolist()
+            ft = {"candidates": made, "engine": info}
+            st["finetune"] = ft
+            self._save_state()
+            del stack
+            for stale in writer.folder.glob("candidates/c*.weights.safetensors"):
+                if int(stale.name.split(".")[0][1:]) > len(made):  # an interrupted fine-tuning
+                    stale.unlink()
+
+        # 3. Candidate volumes, in the order they were made, batch by batch.
+        n_all = 1 + len(ft["candidates"])
+        self.render_total = z * n_all
+        best = {"high": 0.0, "low": 0.0}
+        for rec in writer.records:
+            if rec.direction in best:
+                best[rec.direction] = max(best[rec.direction], rec.progress)
+        for entry in ft["candidates"]:
+            cid, direction = int(entry["id"]), str(entry["direction"])
+            if cid < len(writer.records):
+                continue
+            if writer.stored_file(cid) is None:
+                weights = load_file(str(writer.folder / entry["weights"]), device="cpu")
+                self._render(engine, cid, weights)
+            raw = self._volume_progress(cid, direction, mask)
+            best[direction] = max(best[direction], min(max(raw, 0.0), 1.0))
+            st["progress_raw"][str(cid)] = raw
+            self._save_state()
+            self.commit(
+                cid,
+                direction=direction,
+                strength=-best[direction] if direction == "high" else best[direction],
+                step=int(entry["step"]),
+                progress=best[direction],
+                total=n_all,
+                weights=str(entry["weights"]),
+            )
+        out = dict(ft["engine"])
+        raws = st["progress_raw"]
+        coverage = {"high": 0.0, "low": 0.0}
+        for entry in ft["candidates"]:
+            coverage[entry["direction"]] = float(raws.get(str(entry["id"]), 0.0))
+        out["coverage"] = coverage
+        out["trajectory_seconds"] = out.pop("seconds")
+        out["seconds"] = time.perf_counter() - t0
+        out["rendered_in_batches_of"] = self.batch_size
+        return out
 
     def run_shared(self, engine: Any, total: int | None) -> dict[str, Any]:
         hu = np.array(self.volume.hu)  # writable copy for torch
@@ -574,68 +1007,94 @@ class _RunState:
         return _engine_info(stack, time.perf_counter() - t0)
 
     def run_per_slice(self, engine: Any, total: int | None) -> dict[str, Any]:
+        """One trajectory per slice; each slice's candidates on disk as soon as it is done."""
         from ctdid.core import interpolate
 
-        hu = np.array(self.volume.hu)  # writable copy for torch
+        writer, hu, z = self.writer, self.volume.hu, self.volume.shape[0]
         t0 = time.perf_counter()
-        stacks = []
-        for zi in range(hu.shape[0]):
-            stacks.append(engine.run(hu[zi]))
-            self.emit("slice", zi + 1, hu.shape[0])
-        n_side = max(max(s.default_index, len(s) - 1 - s.default_index) for s in stacks)
-        n_side = min(n_side, engine.n_candidates) if engine.mode != "faithful" else n_side
-        reach = {
-            "high": min(-float(s.strengths[0]) for s in stacks),
-            "low": min(float(s.strengths[-1]) for s in stacks),
+        fresh = {
+            "format": "ctdid-run-state",
+            "trajectory": "per-slice",
+            "shape_zyx": list(self.volume.shape),
+            "batch_size": self.batch_size,
+            "grid": [list(g) for g in _strength_grid(engine)],
+            "slices": {},
         }
-        grid: list[tuple[str, float]] = [("default", 0.0)]
-        for direction in ("high", "low"):
-            if reach[direction] > 0 and n_side > 0:
-                sign = -1.0 if direction == "high" else 1.0
-                grid += [
-                    (direction, sign * reach[direction] * i / n_side) for i in range(1, n_side + 1)
-                ]
-        expected = len(grid)
-        for direction, s in grid:
-            image = np.stack([interpolate(st, s) for st in stacks])
-            self.store(
-                image,
-                direction=direction,
-                strength=s,
-                step=0,
-                progress=abs(s),
-                elapsed=time.perf_counter() - self.start,
-                total=expected,
+        st = self._load_state("per-slice", fresh)
+        grid = [(str(d), float(s)) for d, s in st["grid"]]
+        finished: dict[str, Any] = st["slices"]
+        if len(finished) < z and writer.records:
+            raise InputError(
+                f"cannot resume: candidates are listed but {STATE_FILE} has unfinished slices",
+                path=writer.folder,
             )
-        info = _engine_info(stacks, time.perf_counter() - t0)
-        info["per_slice_note"] = (
-            "each slice ran its own trajectory; candidates are interpolated at common strengths "
-            "(step is 0 for all)"
-        )
-        return info
+        for zi in range(z):
+            if str(zi) in finished:
+                continue
+            stack = engine.run(np.array(hu[zi], dtype=np.float32))
+            for cid, (_, s) in enumerate(grid):
+                out = writer.open_partial(f"c{cid:03d}.npy")
+                out[zi] = interpolate(stack, s)  # beyond the slice's reach: its last candidate
+                out.flush()
+                del out
+            item = _stack_info(stack)
+            item["reach"] = {"high": -float(stack.strengths[0]), "low": float(stack.strengths[-1])}
+            finished[str(zi)] = item
+            self._save_state()
+            self.emit("slice", len(finished), z)
+        for cid, (direction, s) in enumerate(grid):
+            if cid >= len(writer.records):
+                self.commit(
+                    cid, direction=direction, strength=s, step=0, progress=abs(s),
+                    total=len(grid),
+                )  # fmt: skip
+        per = [finished[str(zi)] for zi in range(z)]
+        clamped = []
+        for zi, item in enumerate(per):
+            for direction, s in grid:
+                if direction != "default" and abs(s) > item["reach"][direction] + 1e-9:
+                    clamped.append({"slice": zi, "strength": s, "reach": item["reach"][direction]})
+        return {
+            "seconds": time.perf_counter() - t0,
+            "per_slice": per,
+            "peak_memory_bytes": max(item["peak_memory_bytes"] for item in per),
+            "strength_grid": [s for _, s in grid],
+            "clamped": clamped,
+            "per_slice_note": (
+                "each slice ran its own trajectory; candidates are interpolated at the engine's "
+                "target strengths 0, +-coverage*i/n_candidates (step is 0 for all); where a "
+                "slice's trajectory stopped short of a strength (listed in 'clamped', with the "
+                "slice's reach), that slice holds its last candidate"
+            ),
+        }
+
+
+def _strength_grid(engine: Any) -> list[tuple[str, float]]:
+    """The per-slice candidates' strengths: the default and the engine's progress targets."""
+    grid: list[tuple[str, float]] = [("default", 0.0)]
+    n = int(engine.n_candidates)
+    for direction in ("high", "low"):
+        if direction in engine.directions:
+            sign = -1.0 if direction == "high" else 1.0
+            grid += [(direction, sign * engine.coverage * i / n) for i in range(1, n + 1)]
+    return grid
+
+
+def _stack_info(st: Any) -> dict[str, Any]:
+    return {
+        "mode": st.mode,
+        "n_candidates": len(st),
+        "coverage": dict(st.coverage),
+        "steps": dict(st.steps),
+        "stop_reasons": dict(st.stop_reasons),
+        "timings_s": dict(st.timings),
+        "peak_memory_bytes": int(st.peak_memory_bytes),
+        "memory_method": st.memory_method,
+    }
 
 
 def _engine_info(stacks: Any, seconds: float) -> dict[str, Any]:
-    def one(st: Any) -> dict[str, Any]:
-        return {
-            "mode": st.mode,
-            "n_candidates": len(st),
-            "coverage": dict(st.coverage),
-            "steps": dict(st.steps),
-            "stop_reasons": dict(st.stop_reasons),
-            "timings_s": dict(st.timings),
-            "peak_memory_bytes": int(st.peak_memory_bytes),
-            "memory_method": st.memory_method,
-        }
-
-    if isinstance(stacks, list):
-        per = [one(st) for st in stacks]
-        return {
-            "seconds": seconds,
-            "per_slice": per,
-            "peak_memory_bytes": max(p["peak_memory_bytes"] for p in per),
-        }
-    out = one(stacks)
+    out = _stack_info(stacks)
     out["seconds"] = seconds
     out["details"] = {
         key: value for key, value in dict(stacks.info).items() if key not in ("high", "low")

@@ -1,7 +1,9 @@
 """Training ctdid's denoisers: paired datasets, patch sampling and the training loop.
 
 :func:`make_pairs` writes a folder of low/normal-dose HU pairs (simulated phantoms and real
-normal-dose slices with inserted noise) at a base dose; :class:`PairPatchDataset` draws
+normal-dose slices with inserted noise) at a base dose;
+:func:`ctdid.train.simulate_dataset.simulate_dataset` a folder of normal-dose slices with
+low-dose images at several doses and noise realisations; :class:`PairPatchDataset` draws
 augmented patches from it at any dose; :func:`train` fits a network from
 :data:`ctdid.models.MODEL_FACTORIES` and writes weights, a model card, a learning curve and a
 log, resuming from its checkpoint when interrupted.

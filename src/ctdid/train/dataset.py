@@ -3,6 +3,8 @@
 Patches are drawn mostly inside the body (a patch that is mostly air teaches nothing) and
 augmented by the eight flips and 90 degree rotations. Sample ``i`` depends only on the seed and
 ``i``, so a resumed training run sees exactly the patches an uninterrupted one would.
+A ``ctdid simulate`` folder (several stored doses and noise realisations per slice) is read
+too: the images stored at the training dose are used, one realisation drawn per sample.
 Values stay in HU: the training loop converts them with the model's
 :class:`ctdid.core.adapter.HUAdapter`.
 """
@@ -51,7 +53,8 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         A pairs folder (all its ``.npz``) or a list of pair files.
     dose : float
         Dose fraction of the returned low-dose patches, in (0, 1]; derived from each pair's
-        base dose by :meth:`ctdid.train.pairs.Pair.low_at`.
+        base dose by :meth:`ctdid.train.pairs.Pair.low_at`, or, for a ``ctdid simulate``
+        slice, its images stored at that dose (one of its realisations drawn per sample).
     patch : int, optional
         Patch size in pixels (square). Default 128.
     augment : bool, optional
@@ -72,7 +75,8 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
     Raises
     ------
     InputError
-        No pair, a bad option, or a slice smaller than ``patch``.
+        No pair, a bad option, a slice smaller than ``patch``, or a ``ctdid simulate`` slice
+        without images at ``dose``.
     """
 
     def __init__(
@@ -108,14 +112,14 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         self.length = int(length)
         self.min_body_fraction = float(min_body_fraction)
         self.max_tries = max(1, int(max_tries))
-        self.pairs: list[Pair] = [load_pair(f) for f in files]
-        self._low: list[NDArray[np.float32]] = []
+        self.pairs: list[Pair] = [load_pair(f, dose=self.dose) for f in files]
+        self._low: list[NDArray[np.float32]] = []  # (realisations, y, x) at self.dose
         self._body_sum: list[NDArray[np.int64]] = []
         for f, pair in zip(files, self.pairs, strict=True):
             h, w = pair.normal.shape
             if h < patch or w < patch:
                 raise InputError(f"slice {h}x{w} is smaller than the patch {patch}", path=f)
-            self._low.append(pair.low_at(self.dose))
+            self._low.append(pair.realisations_at(self.dose))
             body = (pair.normal > body_hu).astype(np.int64)
             integral = np.zeros((h + 1, w + 1), dtype=np.int64)
             integral[1:, 1:] = body.cumsum(0).cumsum(1)
@@ -148,11 +152,12 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
             if frac >= self.min_body_fraction:
                 break
         _, y, x = best
-        low = self._low[k][y : y + p, x : x + p]
+        rot, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, False)
+        lows = self._low[k]
+        r = int(rng.integers(lows.shape[0])) if lows.shape[0] > 1 else 0  # after the old draws
+        low = lows[r, y : y + p, x : x + p]
         normal = self.pairs[k].normal[y : y + p, x : x + p]
         if self.augment:
-            rot = int(rng.integers(4))
-            flip = bool(rng.integers(2))
             low = np.rot90(low, rot)
             normal = np.rot90(normal, rot)
             if flip:

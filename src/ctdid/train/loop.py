@@ -38,7 +38,7 @@ from ctdid.core.adapter import HUAdapter
 from ctdid.errors import InputError, OutputExistsError
 from ctdid.train.config import TrainConfig
 from ctdid.train.dataset import PairPatchDataset, split_pairs
-from ctdid.train.pairs import check_not_held_out, load_pair, read_dataset_info
+from ctdid.train.pairs import SIMULATE_FORMAT, check_not_held_out, load_pair, read_dataset_info
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -234,6 +234,8 @@ def _test_pair(config: TrainConfig) -> tuple[NDArray[np.float32], NDArray[np.flo
 
 
 def _training_data_text(info: dict[str, Any], config: TrainConfig, n_train: int) -> str:
+    if info.get("format") == SIMULATE_FORMAT:  # a `ctdid simulate` folder: stored doses
+        return _simulate_data_text(info, config, n_train)
     pairs = info.get("pairs", [])
     kinds: dict[str, int] = {}
     for rec in pairs:
@@ -258,6 +260,32 @@ def _training_data_text(info: dict[str, Any], config: TrainConfig, n_train: int)
     return "; ".join(parts)
 
 
+def _simulate_data_text(info: dict[str, Any], config: TrainConfig, n_train: int) -> str:
+    options = info.get("options", {})
+    kinds: dict[str, int] = {}
+    for rec in info.get("slices", []):
+        kinds[str(rec.get("kind", "?"))] = kinds.get(str(rec.get("kind", "?")), 0) + 1
+    real = sorted({str(s.get("name")) for s in options.get("real_sources", [])})
+    parts = [
+        f"{n_train} training slice(s) from 'ctdid simulate' folder {Path(config.dataset).name!r} "
+        f"(seed {options.get('seed', '?')}, stored doses {options.get('doses', '?')}, "
+        f"{options.get('realisations', '?')} noise realisation(s) each)"
+    ]
+    if kinds:
+        parts.append("kinds: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
+    if real:
+        parts.append(
+            "real normal-dose sources (noise inserted in the projection domain): " + ", ".join(real)
+        )
+    if options.get("phantoms"):
+        parts.append(
+            f"{options['phantoms']} procedural ctdid.sim phantoms (abdomen, chest) scanned in "
+            "simulation with Poisson + electronic noise"
+        )
+    parts.append(f"inputs: the images simulated at dose {config.dose}")
+    return "; ".join(parts)
+
+
 def _portable_config(config: TrainConfig) -> dict[str, Any]:
     """The config for the card, with file names instead of this machine's paths."""
     data = config.to_dict()
@@ -270,7 +298,8 @@ def _portable_config(config: TrainConfig) -> dict[str, Any]:
 
 
 def _kernel_text(info: dict[str, Any]) -> str | None:
-    kernels = sorted({str(r.get("kernel")) for r in info.get("pairs", []) if r.get("kernel")})
+    records = info.get("pairs") or info.get("slices", [])
+    kernels = sorted({str(r.get("kernel")) for r in records if r.get("kernel")})
     return ",".join(kernels) if kernels else None
 
 

@@ -19,6 +19,11 @@ Each ``.npz`` holds float32 HU ``low`` and ``normal`` (y, x), ``dose`` (``a0``),
 (dy, dx) in mm and the strings ``source``, ``kind`` and ``kernel``; ``dataset.json`` describes
 the whole folder (sources, seeds, simulation settings, software versions, timings).
 
+The reading functions also accept the multi-dose folders of ``ctdid simulate``
+(:func:`ctdid.train.simulate_dataset.simulate_dataset`): ``manifest.json`` and ``slices/*.npz``,
+each file holding ``low`` of shape (doses, realisations, y, x) and its ``doses``. Such a pair
+gives its stored images only (:meth:`Pair.realisations_at`), never the shortcut.
+
 Examples
 --------
 >>> from ctdid.train.pairs import make_pairs, load_pair
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -50,6 +56,9 @@ __all__ = [
     "DATASET_FORMAT",
     "DATASET_VERSION",
     "HELD_OUT_PATTERNS",
+    "MANIFEST_NAME",
+    "SIMULATE_FORMAT",
+    "SLICES_DIR",
     "Pair",
     "RealSource",
     "check_not_held_out",
@@ -68,6 +77,12 @@ DATASET_FORMAT = "ctdid-pairs"
 DATASET_VERSION = 1
 #: Name fragments of data held out for testing (the Mayo L506 pair): refused as training input.
 HELD_OUT_PATTERNS: tuple[str, ...] = ("L506",)
+#: ``manifest.json``'s ``format`` value in a ``ctdid simulate`` folder.
+SIMULATE_FORMAT = "ctdid-simulate"
+#: The description file of a ``ctdid simulate`` folder.
+MANIFEST_NAME = "manifest.json"
+#: The sub-folder of a ``ctdid simulate`` folder that holds one ``.npz`` per slice.
+SLICES_DIR = "slices"
 
 #: progress(done, total, description) after each slice.
 ProgressCallback = Callable[[int, int, str], None]
@@ -97,6 +112,11 @@ class Pair:
         ``"phantom-abdomen"``, ``"phantom-chest"`` or ``"real-insert"``.
     kernel : str
         FBP window of the simulated noise.
+    levels : ndarray, shape (doses, realisations, y, x), or None
+        Float32 HU low-dose images stored at :attr:`level_doses` (a ``ctdid simulate`` slice);
+        None for a base-dose pair. ``low`` is then ``levels[0, 0]`` and ``dose`` its dose.
+    level_doses : tuple of float
+        Dose fractions of the ``levels`` rows, in (0, 1].
     """
 
     low: NDArray[np.float32]
@@ -106,18 +126,55 @@ class Pair:
     source: str = ""
     kind: str = ""
     kernel: str = ""
+    levels: NDArray[np.float32] | None = None
+    level_doses: tuple[float, ...] = ()
 
     def low_at(self, dose: float) -> NDArray[np.float32]:
-        """The low-dose image at another dose fraction by the image-domain shortcut.
+        """The low-dose image at another dose fraction.
 
+        A base-dose pair uses the image-domain shortcut
         ``normal + (low - normal) * sqrt((1/dose - 1) / (1/a0 - 1))``
-        (:func:`ctdid.sim.rescale_noise`); ``dose == self.dose`` returns ``low`` itself.
+        (:func:`ctdid.sim.rescale_noise`); ``dose == self.dose`` returns ``low`` itself. A pair
+        with stored ``levels`` returns the first realisation stored at ``dose``.
+
+        Raises
+        ------
+        InputError
+            ``levels`` are stored but none at ``dose``.
         """
+        if self.levels is not None:
+            return self.realisations_at(dose)[0]
         if dose == self.dose:
             return self.low
         from ctdid.sim import rescale_noise
 
         return rescale_noise(self.normal, self.low, pair_dose=self.dose, dose=dose)
+
+    def realisations_at(self, dose: float) -> NDArray[np.float32]:
+        """Every low-dose realisation at ``dose``, float32 HU of shape (realisations, y, x).
+
+        A base-dose pair has one: ``low_at(dose)[None]``.
+
+        Raises
+        ------
+        InputError
+            ``levels`` are stored but none at ``dose`` (the message names the stored ones).
+        """
+        if self.levels is None:
+            return self.low_at(dose)[None]
+        return self.levels[_level_index(self.level_doses, dose, where=self.source or None)]
+
+
+def _level_index(level_doses: Sequence[float], dose: float, *, where: Any) -> int:
+    for k, stored in enumerate(level_doses):
+        if math.isclose(stored, dose, rel_tol=1e-6):
+            return k
+    levels = ", ".join(f"{d:g}" for d in level_doses)
+    raise InputError(
+        f"dose {dose:g} is not stored in this simulated dataset (stored: {levels}); train at a "
+        "stored dose or simulate it ('ctdid simulate --doses')",
+        path=where,
+    )
 
 
 def _geometry_or_default(geometry: Any) -> Any:
@@ -271,13 +328,17 @@ class RealSource:
         FBP window of the inserted noise (see :func:`read_real_sources`). Default ``"hann"``.
     i0 : float or None
         Full-dose photons per bin per view assumed for this scan (inserted noise level);
-        None for :data:`ctdid.sim.DEFAULT_I0`.
+        None for :data:`ctdid.sim.DEFAULT_I0` (:func:`make_pairs`) or the dataset's ``i0``
+        (:func:`ctdid.train.simulate_dataset.simulate_dataset`).
+    path : str
+        The file it was read from (recorded in dataset descriptions); may be empty.
     """
 
     name: str
     volume: CTVolume
     kernel: str = "hann"
     i0: float | None = None
+    path: str = ""
 
 
 def check_not_held_out(name: str, *, path: str | os.PathLike[str] | None = None) -> None:
@@ -360,7 +421,7 @@ def read_real_sources(
             hu_offset=hu_offset,
             spacing=None if spacing is None else tuple(spacing),
         )
-        sources.append(RealSource(name=f.name, volume=vol, kernel=kernel, i0=i0))
+        sources.append(RealSource(name=f.name, volume=vol, kernel=kernel, i0=i0, path=str(f)))
     return sources
 
 
@@ -597,8 +658,14 @@ def make_pairs(
     return Path(out).absolute()
 
 
+def _is_simulate_folder(p: Path) -> bool:
+    return (p / MANIFEST_NAME).is_file() and (p / SLICES_DIR).is_dir()
+
+
 def read_dataset_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``dataset.json`` of a pairs folder (an empty dict if it has none).
+
+    For a ``ctdid simulate`` folder, its ``manifest.json`` (``format`` :data:`SIMULATE_FORMAT`).
 
     Raises
     ------
@@ -608,7 +675,7 @@ def read_dataset_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(folder)
     if not p.is_dir():
         raise InputError("pairs folder not found", path=p)
-    f = p / "dataset.json"
+    f = p / (MANIFEST_NAME if _is_simulate_folder(p) else "dataset.json")
     if not f.is_file():
         return {}
     try:
@@ -623,6 +690,8 @@ def read_dataset_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
 def list_pairs(folder: str | os.PathLike[str]) -> list[Path]:
     """The ``.npz`` pair files of a folder, sorted by name.
 
+    For a ``ctdid simulate`` folder, the finished slice files in its ``slices/`` sub-folder.
+
     Raises
     ------
     InputError
@@ -631,19 +700,30 @@ def list_pairs(folder: str | os.PathLike[str]) -> list[Path]:
     p = Path(folder)
     if not p.is_dir():
         raise InputError("pairs folder not found", path=p)
+    if _is_simulate_folder(p):
+        p = p / SLICES_DIR
     files = sorted(p.glob("*.npz"))
     if not files:
         raise InputError("no .npz pair files in this folder", path=p)
     return files
 
 
-def load_pair(path: str | os.PathLike[str]) -> Pair:
-    """Read one pair file written by :func:`make_pairs`.
+def load_pair(path: str | os.PathLike[str], *, dose: float | None = None) -> Pair:
+    """Read one pair file written by :func:`make_pairs` or ``ctdid simulate``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npz`` file.
+    dose : float, optional
+        For a ``ctdid simulate`` slice (low-dose images stored at several doses): keep only the
+        images stored at this dose fraction (``levels`` of shape (1, realisations, y, x)), so
+        that a training set holds one dose in memory. Ignored for a base-dose pair.
 
     Raises
     ------
     InputError
-        Missing or unreadable file, missing arrays, or bad values.
+        Missing or unreadable file, missing arrays, bad values, or ``dose`` not stored.
     """
     p = Path(path)
     try:
@@ -653,20 +733,40 @@ def load_pair(path: str | os.PathLike[str]) -> Pair:
         raise InputError("pair file not found", path=p) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read pair file: {exc}", path=p) from None
-    missing = [k for k in ("low", "normal", "dose", "spacing") if k not in data]
+    stacked = "doses" in data
+    required = ("low", "normal", "doses" if stacked else "dose", "spacing")
+    missing = [k for k in required if k not in data]
     if missing:
         raise InputError(f"pair file lacks array(s): {', '.join(missing)}", path=p)
     low = np.asarray(data["low"], dtype=np.float32)
     normal = np.asarray(data["normal"], dtype=np.float32)
-    if low.ndim != 2 or low.shape != normal.shape:
+    if normal.ndim != 2 or low.ndim != (4 if stacked else 2) or low.shape[-2:] != normal.shape:
         raise InputError(
-            f"low {low.shape} and normal {normal.shape} must be slices of one shape", path=p
+            f"low {low.shape} and normal {normal.shape} must be slices of one shape"
+            + (" (low: doses, realisations, y, x)" if stacked else ""),
+            path=p,
         )
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(normal))):
         raise InputError("pair holds NaN or Inf", path=p)
-    dose = float(data["dose"])
-    if not 0 < dose < 1:
-        raise InputError(f"pair dose must be in (0, 1), got {dose}", path=p)
+    levels: NDArray[np.float32] | None = None
+    level_doses: tuple[float, ...] = ()
+    if stacked:
+        level_doses = tuple(float(d) for d in np.asarray(data["doses"], dtype=float).reshape(-1))
+        if len(level_doses) != low.shape[0] or low.shape[1] < 1:
+            raise InputError(
+                f"{len(level_doses)} doses for low-dose images of shape {low.shape}", path=p
+            )
+        if not all(0 < d <= 1 for d in level_doses):
+            raise InputError(f"pair doses must be in (0, 1], got {list(level_doses)}", path=p)
+        levels = low
+        if dose is not None:  # keep one dose (a copy, so that the others are freed)
+            k = _level_index(level_doses, dose, where=p)
+            levels, level_doses = levels[k : k + 1].copy(), (level_doses[k],)
+        low, pair_dose = levels[0, 0], level_doses[0]
+    else:
+        pair_dose = float(data["dose"])
+        if not 0 < pair_dose < 1:
+            raise InputError(f"pair dose must be in (0, 1), got {pair_dose}", path=p)
     sp = np.asarray(data["spacing"], dtype=float).reshape(-1)
     if sp.size != 2 or not np.all(sp > 0):
         raise InputError(f"pair spacing must be two sizes > 0 mm, got {sp}", path=p)
@@ -677,9 +777,11 @@ def load_pair(path: str | os.PathLike[str]) -> Pair:
     return Pair(
         low=low,
         normal=normal,
-        dose=dose,
+        dose=pair_dose,
         spacing=(float(sp[0]), float(sp[1])),
         source=text("source") or p.name,
         kind=text("kind"),
         kernel=text("kernel"),
+        levels=levels,
+        level_doses=level_doses,
     )
