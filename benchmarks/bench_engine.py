@@ -11,7 +11,12 @@ For each input slice it runs every mode with the same model and measures:
   CUDA, an estimate on CPU) and the process's peak resident memory;
 * curve distance of the fast mode to the robust mode: for each robust candidate, the RMSE in
   HU inside the body to the nearest fast candidate; median and max;
-* speed ratios robust / fast and faithful (paper-sized U-Net) / fast.
+* speed ratios robust / fast, robust / fast-whole (fast mode fine-tuning on the whole image
+  instead of crops) and faithful (paper-sized U-Net) / fast;
+* ``faithful_same_time``: the paper's optimizer without its 1 % stop, given the fast mode's
+  wall time on the same model and input (how far it gets in that time);
+* noise coverage: the share of the flat-region noise gap between the default and each bound
+  that the end candidates cover.
 
 Model: a shipped model through :func:`ctdid.models.load_model` when ``--model`` names one
 (default ``unet-d25`` when shipped); otherwise a CompactUNet trained here for about a minute
@@ -57,7 +62,16 @@ MAYO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mayo_pa
 MAYO_QD = "L506_QD_3mm_D45_slice32.raw"
 MAYO_SPACING = 0.7  # mm, approximately
 DEFAULT_MODEL = "unet-d25"
-MODES = ("faithful", "robust", "fast")
+MODES = ("faithful", "robust", "fast", "fast-whole")
+#: Engine options of each benchmarked mode. "fast" is the engine's default fast mode (for a
+#: network without image-wide normalisation it fine-tunes on four 128 x 128 body crops and
+#: renders each candidate on the whole image); "fast-whole" fine-tunes on the whole image.
+MODE_OPTIONS: dict[str, dict[str, Any]] = {
+    "faithful": {"mode": "faithful"},
+    "robust": {"mode": "robust"},
+    "fast": {"mode": "fast"},
+    "fast-whole": {"mode": "fast", "n_crops": 0},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +173,26 @@ def curve_distance(ref: CandidateStack, other: CandidateStack) -> tuple[float, f
     return float(np.median(dists)), float(np.max(dists))
 
 
+def noise_coverage(stack: CandidateStack, noise: list[float], spacing: float, regions: Any) -> dict:
+    """How far the end candidates get toward each bound in flat-region noise, 0..1.
+
+    High end: (noise(first) - noise(default)) / (noise(t_high) - noise(default)); low end:
+    (noise(default) - noise(last)) / (noise(default) - noise(t_low)).
+    """
+    n0 = noise[stack.default_index]
+    n_hi = noise_label(stack.t_high, spacing=spacing, regions=regions)
+    n_lo = noise_label(stack.t_low, spacing=spacing, regions=regions)
+    out = {"noise_t_high_hu": float(n_hi), "noise_t_low_hu": float(n_lo)}
+    out["noise_coverage_high"] = (
+        float((noise[0] - n0) / (n_hi - n0)) if n_hi > n0 and stack.default_index > 0 else 0.0
+    )
+    last = len(noise) - 1
+    out["noise_coverage_low"] = (
+        float((n0 - noise[-1]) / (n0 - n_lo)) if n0 > n_lo and last > stack.default_index else 0.0
+    )
+    return out
+
+
 def summarise(stack: CandidateStack, seconds: float, spacing: float, regions: Any) -> dict:
     noise = [noise_label(c.image, spacing=spacing, regions=regions) for c in stack]
     firsts: dict[str, float] = {}
@@ -170,6 +204,7 @@ def summarise(stack: CandidateStack, seconds: float, spacing: float, regions: An
         "coverage_low": float(stack.coverage["low"]),
         "noise_hu": [float(v) for v in noise],
         "noise_monotone": bool(np.all(np.diff(noise) <= 0.1)),
+        **noise_coverage(stack, noise, spacing, regions),
         "iterations": int(sum(stack.steps.values())),
         "steps": dict(stack.steps),
         "stop_reasons": dict(stack.stop_reasons),
@@ -216,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="modes to run, comma separated")
     ap.add_argument("--faithful-max-steps", type=int, default=8, help="cap per direction")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper-sized U-Net run")
+    ap.add_argument(
+        "--no-budget", action="store_true", help="skip faithful mode at the fast mode's wall time"
+    )
     ap.add_argument("--train-steps", type=int, default=800, help="stand-in model training")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     ap.add_argument("--out", default=None, help="write all numbers to this JSON file")
@@ -254,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         stacks: dict[str, CandidateStack] = {}
         regions = None
         for mode in modes:
-            kw: dict[str, Any] = {"mode": mode}
+            kw: dict[str, Any] = dict(MODE_OPTIONS[mode])
             if mode == "faithful":
                 kw["max_steps"] = args.faithful_max_steps
             stack, secs = run_mode(model, x, **kw)
@@ -268,6 +306,19 @@ def main(argv: list[str] | None = None) -> int:
             med, mx = curve_distance(stacks["robust"], stacks["fast"])
             per["fast"]["curve_distance_hu"] = {"median": med, "max": mx}
             per["speed_robust_over_fast"] = per["robust"]["total_s"] / per["fast"]["total_s"]
+        if "robust" in stacks and "fast-whole" in stacks:
+            med, mx = curve_distance(stacks["robust"], stacks["fast-whole"])
+            per["fast-whole"]["curve_distance_hu"] = {"median": med, "max": mx}
+            per["speed_robust_over_fast_whole"] = (
+                per["robust"]["total_s"] / per["fast-whole"]["total_s"]
+            )
+        if "fast" in stacks and not args.no_budget:
+            # The paper's optimizer without its early stop, given the fast mode's wall time:
+            # how far does it get on the same model in the same time?
+            kw = {"mode": "faithful", "tol": 1e-12, "max_steps": 10_000,
+                  "time_budget": per["fast"]["total_s"]}  # fmt: skip
+            bstack, bsecs = run_mode(model, x, **kw)
+            per["faithful_same_time"] = summarise(bstack, bsecs, spacing, regions)
         if not args.no_paper and "fast" in stacks and x.shape[0] % 512 == 0:
             pnet, plabel, trained = paper_model(args.paper_model)
             kw = {"mode": "faithful", "max_steps": args.faithful_max_steps}
@@ -290,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                         mode,
                         fmt(r["coverage_high"]),
                         fmt(r["coverage_low"]),
+                        f"{fmt(r['noise_coverage_high'])}/{fmt(r['noise_coverage_low'])}",
                         f"{r['noise_hu'][0]:.1f}>{r['noise_hu'][-1]:.1f}",
                         fmt(r["noise_monotone"]),
                         str(r["iterations"]),
@@ -304,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         print(f"  {name} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    head = ["input", "mode", "cov_hi", "cov_lo", "noise HU", "mono", "iters", "first_s",
-            "both_s", "total_s", "s/iter", "mem_MB", "dist_med", "dist_max"]  # fmt: skip
+    head = ["input", "mode", "cov_hi", "cov_lo", "ncov_hi/lo", "noise HU", "mono", "iters",
+            "first_s", "both_s", "total_s", "s/iter", "mem_MB", "dist_med", "dist_max"]  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
@@ -316,12 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         parts = []
         if "speed_robust_over_fast" in per:
             parts.append(f"robust/fast {per['speed_robust_over_fast']:.1f}x")
+        if "speed_robust_over_fast_whole" in per:
+            parts.append(f"robust/fast-whole {per['speed_robust_over_fast_whole']:.1f}x")
         if "speed_faithful_paper_over_fast" in per:
             parts.append(f"faithful(paper U-Net)/fast {per['speed_faithful_paper_over_fast']:.1f}x")
         if parts:
             print(f"{name}: " + ", ".join(parts))
     print(
-        "cov: progress of the last candidate toward each bound; noise: flat-region STD at the\n"
+        "cov: progress of the last candidate toward each bound; ncov: the same in flat-region\n"
+        "noise (how much of the noise gap between the default and the bound is covered);\n"
+        "faithful_same_time: the paper's SGD without its 1 % stop, given the fast mode's wall\n"
+        "time on the same model and input; noise: flat-region STD at the\n"
         "high-resolution end > low-noise end; both_s: time until both directions have shown a\n"
         "candidate; s/iter includes the extra forward passes of the step control. The faithful\n"
         "mode stops at the paper's 1 % relative-change rule, usually long before the bounds."

@@ -647,6 +647,29 @@ def card_metrics(rows: Sequence[Mapping[str, Any]], model: str) -> dict[str, Any
     return out
 
 
+#: Metrics that ``ctdid train`` writes into a card (kept under ``training`` by update_cards).
+TRAINING_KEYS = (
+    "iteration", "val_rmse_hu", "val_input_rmse_hu", "test_rmse_hu", "test_input_rmse_hu",
+    "final_train_mse_net", "val_slices",
+)  # fmt: skip
+#: Metrics written by other scripts that update_cards keeps (benchmarks/hu_shift.py).
+KEPT_KEYS = ("training", "soft_tissue_bias_hu")
+
+
+def carried_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`update_cards` keeps of a card's metrics: the training metrics (moved under
+    ``training`` when ``ctdid train`` left them at the top) and :data:`KEPT_KEYS`."""
+    out = {k: metrics[k] for k in KEPT_KEYS if k in metrics}
+    top = {k: metrics[k] for k in TRAINING_KEYS if k in metrics}
+    if top:
+        out["training"] = {
+            **top,
+            "note": "val: 2 held-out L067 slices at the training dose; test: L506 pair with "
+            "the quarter-dose noise rescaled to the training dose",
+        }
+    return out
+
+
 def update_cards(
     rows: Sequence[Mapping[str, Any]],
     names: Sequence[str],
@@ -654,6 +677,9 @@ def update_cards(
     weights_dir: str | Path | None = None,
 ) -> list[Path]:
     """Write :func:`card_metrics` into each model's card (the weights are not touched).
+
+    The training metrics and the metrics of other scripts are kept
+    (:func:`carried_metrics`).
 
     The card's ``weights_sha256`` is checked against the weights first, so a card is never
     rewritten beside weights it does not describe.
@@ -671,7 +697,8 @@ def update_cards(
         path = folder / f"{name}.card.yaml"
         card = ModelCard.load(path)
         card.verify_weights(folder / f"{name}.safetensors")
-        new = dataclasses.replace(card, metrics=card_metrics(rows, name))
+        metrics = {**card_metrics(rows, name), **carried_metrics(card.metrics)}
+        new = dataclasses.replace(card, metrics=metrics)
         written.append(new.save(path, overwrite=True))
     return written
 

@@ -13,7 +13,9 @@ if [ ! -f "$PAIRS/dataset.json" ]; then
     --shape 512,512 --dtype uint16 --hu-offset -1024 --spacing 0.7,0.7 --base-dose 0.25 --real-kernel ramp --real-i0 2.8e5
 fi
 train() {  # name dose config
-  $CTDID train "$PAIRS" --out "$RUNS/$1" --name "$1" --dose "$2" --config "$3"
+  if [ ! -f "$RUNS/$1/$1.safetensors" ]; then  # a finished run is kept, an interrupted one resumes
+    $CTDID train "$PAIRS" --out "$RUNS/$1" --name "$1" --dose "$2" --config "$3"
+  fi
   mkdir -p src/ctdid/weights
   cp "$RUNS/$1/$1.safetensors" "$RUNS/$1/$1.card.yaml" src/ctdid/weights/
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,25 @@ def test_main_end_to_end_without_shared_data(
     assert "| unet-d25 |" in out_md.read_text()
     card = ModelCard.load(stand_in_dir / "unet-d25.card.yaml")
     assert card.metrics["simulated_dose0.25"]["cases"] == "abdomen-9001, chest-9101"
+
+
+def test_card_update_keeps_training_and_bias_metrics(
+    ev: ModuleType, case: Any, stand_in_dir: Path
+) -> None:
+    path = stand_in_dir / "unet-d25.card.yaml"
+    card = ModelCard.load(path)
+    bias = {"real_L506": 3.7}
+    card = dataclasses.replace(
+        card, metrics={"val_rmse_hu": 25.7, "iteration": 6000, "soft_tissue_bias_hu": bias}
+    )
+    card.save(path, overwrite=True)
+    rows = ev.evaluate(ev.load_models(weights_dir=stand_in_dir), [case], log=lambda _: None)
+    (path,) = ev.update_cards(rows, ["unet-d25"], weights_dir=stand_in_dir)
+    metrics = ModelCard.load(path).metrics
+    assert metrics["training"]["val_rmse_hu"] == 25.7 and metrics["training"]["iteration"] == 6000
+    assert "val_rmse_hu" not in metrics  # moved under "training"
+    assert metrics["soft_tissue_bias_hu"] == bias
+    assert "simulated_dose0.25" in metrics
+    # A second update keeps what the first one moved.
+    (path,) = ev.update_cards(rows, ["unet-d25"], weights_dir=stand_in_dir)
+    assert ModelCard.load(path).metrics["training"]["val_rmse_hu"] == 25.7

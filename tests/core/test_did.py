@@ -416,6 +416,31 @@ def test_fast_mode_on_crops(model, noisy, robust):
     np.testing.assert_array_equal(same.images, fast.images)
 
 
+class NormedDenoiser(TinyDenoiser):
+    """TinyDenoiser with an instance norm: its output on a crop is not the crop of its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body.insert(1, nn.InstanceNorm2d(16, affine=True))
+
+
+def test_fast_mode_chooses_crops_only_for_networks_without_image_wide_norm(model, noisy):
+    opts = {"mode": "fast", "crop_size": 16, "directions": ("high",), "max_steps": 2}
+    auto = InteractiveDenoiser(model, **opts).run(noisy)
+    assert auto.info["crops"]["n"] == 4 and auto.info["train_shape"] == [4, 1, 16, 16]
+    torch.manual_seed(0)
+    normed = InteractiveDenoiser(NormedDenoiser(), **opts).run(noisy)
+    assert normed.info["crops"]["n"] == 0 and normed.info["train_shape"] == [1, 1, N, N]
+    assert "normalises over the image" in normed.info["crops"]["why"]
+    whole = InteractiveDenoiser(model, **opts, n_crops=0).run(noisy)
+    assert whole.info["train_shape"] == [1, 1, N, N]
+    # Crops of 128 would cover the whole 64 x 64 image: no crops.
+    big = InteractiveDenoiser(model, **{**opts, "crop_size": 128}).run(noisy)
+    assert big.info["crops"]["n"] == 0 and "half" in big.info["crops"]["why"]
+    robust = InteractiveDenoiser(model, mode="robust", crop_size=16, max_steps=1).run(noisy)
+    assert robust.info["crops"]["n"] == 0
+
+
 def test_time_budget_and_max_steps(model, noisy):
     stack = InteractiveDenoiser(model, time_budget=1e-6).run(noisy)
     assert set(stack.stop_reasons.values()) == {"time_budget"}

@@ -9,6 +9,7 @@ import torch
 from ctdid.models import available_models, load_model
 from ctdid.models.card import ModelCard, sha256_file
 from ctdid.models.loading import SHIPPED_WEIGHTS_DIR
+from ctdid.models.unet import SafeInstanceNorm2d
 
 SHIPPED = sorted(available_models())
 TOTAL_LIMIT_BYTES = 30 * 1024 * 1024
@@ -41,3 +42,36 @@ def test_shipped_model_lowers_noise_and_keeps_hu(name: str) -> None:
     flat = np.hypot(yy - 48, xx - 48) < 25
     assert out[flat].std() < 0.7 * noisy[flat].std()
     assert abs(float(out[flat].mean()) - 40.0) < 15.0  # no HU shift from the normalisation
+
+
+UNETS = [n for n in SHIPPED if n.startswith("unet-")]
+
+
+@pytest.mark.parametrize("name", UNETS)
+def test_shipped_unets_have_no_instance_norm(name: str) -> None:
+    # Instance norm made the output depend on the field of view (soft tissue shifted by up to
+    # +35 HU on whole slices, benchmarks/hu_shift.py); the shipped U-Nets are norm-free.
+    card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
+    assert card.architecture_config.get("norm") is False
+    model = load_model(name)
+    norms = (torch.nn.modules.instancenorm._InstanceNorm, SafeInstanceNorm2d)
+    assert not any(isinstance(m, norms) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", UNETS)
+def test_shipped_unet_output_does_not_depend_on_the_field_of_view(name: str) -> None:
+    """A body-sized phantom in air and a crop of it: same HU inside the crop, truth kept."""
+    torch.set_num_threads(1)
+    model = load_model(name)
+    yy, xx = np.mgrid[:256, :256]
+    body = ((yy - 128) / 110.0) ** 2 + ((xx - 128) / 90.0) ** 2 < 1
+    clean = np.where(body, 50.0, -1000.0).astype(np.float32)
+    noisy = clean + np.random.default_rng(1).normal(0, 40, clean.shape).astype(np.float32)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(noisy)[None, None])[0, 0].numpy()
+        crop = model(torch.from_numpy(np.ascontiguousarray(noisy[64:192, 64:192]))[None, None])
+    crop = crop[0, 0].numpy()
+    centre = (slice(96, 160), slice(96, 160))  # the crop's inner half
+    inner = (slice(32, 96), slice(32, 96))
+    assert abs(float(whole[centre].mean()) - 50.0) < 3.0  # whole field of view: HU kept
+    assert abs(float(crop[inner].mean()) - float(whole[centre].mean())) < 1.0
