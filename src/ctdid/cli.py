@@ -94,6 +94,17 @@ SpacingOpt = Annotated[
     str | None, typer.Option("--spacing", help="Raw data: 'DY,DX' or 'DZ,DY,DX' in mm.")
 ]
 KeyOpt = Annotated[str | None, typer.Option("--key", help=".npz: which array to read.")]
+# Options of the simulation commands.
+KernelOpt = Annotated[str, typer.Option("--kernel", help="FBP window of phantom scans.")]
+RealKernelOpt = Annotated[
+    str, typer.Option("--real-kernel", help="FBP window of the inserted noise.")
+]
+PhantomSizeOpt = Annotated[
+    int, typer.Option("--phantom-size", min=32, help="Phantom size in pixels (380 mm).")
+]
+ViewsOpt = Annotated[
+    int | None, typer.Option("--views", min=8, help="Fan-beam views (default 1152).")
+]
 
 
 def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
@@ -534,9 +545,7 @@ def simulate_pairs(
     dtype: DtypeOpt = None,
     hu_offset: OffsetOpt = None,
     spacing: SpacingOpt = None,
-    real_kernel: Annotated[
-        str, typer.Option("--real-kernel", help="FBP window of the inserted noise.")
-    ] = "hann",
+    real_kernel: RealKernelOpt = "hann",
     real_i0: Annotated[
         float | None,
         typer.Option(
@@ -546,13 +555,9 @@ def simulate_pairs(
     base_dose: Annotated[
         float, typer.Option("--base-dose", help="Dose fraction of the stored low-dose images.")
     ] = 0.25,
-    phantom_size: Annotated[
-        int, typer.Option("--phantom-size", min=32, help="Phantom size in pixels (380 mm).")
-    ] = 512,
-    views: Annotated[
-        int | None, typer.Option("--views", min=8, help="Fan-beam views (default 1152).")
-    ] = None,
-    kernel: Annotated[str, typer.Option("--kernel", help="FBP window of phantom scans.")] = "hann",
+    phantom_size: PhantomSizeOpt = 512,
+    views: ViewsOpt = None,
+    kernel: KernelOpt = "hann",
     device: Annotated[
         str | None, typer.Option("--device", help="torch device, e.g. cuda (default cpu).")
     ] = None,
@@ -654,10 +659,8 @@ def simulate_cmd(
         float | None,
         typer.Option("--sigma-e", help="Electronic noise std in counts (default 10)."),
     ] = None,
-    kernel: Annotated[str, typer.Option("--kernel", help="FBP window of phantom scans.")] = "hann",
-    real_kernel: Annotated[
-        str, typer.Option("--real-kernel", help="FBP window of the inserted noise.")
-    ] = "hann",
+    kernel: KernelOpt = "hann",
+    real_kernel: RealKernelOpt = "hann",
     real_i0: Annotated[
         float | None,
         typer.Option(
@@ -668,12 +671,8 @@ def simulate_cmd(
     dtype: DtypeOpt = None,
     hu_offset: OffsetOpt = None,
     spacing: SpacingOpt = None,
-    phantom_size: Annotated[
-        int, typer.Option("--phantom-size", min=32, help="Phantom size in pixels (380 mm).")
-    ] = 512,
-    views: Annotated[
-        int | None, typer.Option("--views", min=8, help="Fan-beam views (default 1152).")
-    ] = None,
+    phantom_size: PhantomSizeOpt = 512,
+    views: ViewsOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Processes (one thread each).")
     ] = 2,
