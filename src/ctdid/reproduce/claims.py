@@ -47,7 +47,10 @@ CLAIMS: dict[str, tuple[str, str]] = {
         "candidate lowers the RMSE vs the reference.",
         "the dose gap is too small for the model's output to be visibly too smooth, or the model "
         "generalises across doses (it removes only the noise it sees); then the default is "
-        "already the best candidate.",
+        "already the best candidate. Or the high-resolution candidates are too coarse near the "
+        "default: toward t_high = x the noise comes back fast (the first candidate, about 12 % "
+        "of the way, already adds about 12 % of the input's noise), so a better image between "
+        "the default and that candidate is not among the candidates.",
     ),
     "higher-dose-undersmooths": (
         "A model trained at a higher dose than the input under-smooths it, and a low-noise "
