@@ -14,7 +14,6 @@ import argparse
 import importlib.util
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -145,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

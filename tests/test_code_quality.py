@@ -26,7 +26,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_clean() -> None:
     res = subprocess.run(
-        [_tool("ruff"), "check", "src", "tests", "benchmarks"],
+        [_tool("ruff"), "check", "src", "tests", "benchmarks", "scripts", "docs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
