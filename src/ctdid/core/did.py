@@ -22,7 +22,9 @@ Modes
     Adam directions with the step length set, each iteration, so that progress advances by a
     fixed amount. The trajectory is thus parameterised by progress, not by a learning rate:
     it does not depend on the scale of the images, on the loss normalisation or on the size of
-    the model, candidates are evenly spaced in progress and the ends come close to the bounds.
+    the model, and candidates are evenly spaced in progress. Each direction runs until its
+    last candidate reaches ``coverage`` or progress stalls; how far that is depends on the
+    network (ctdid's norm-free compact U-Nets stall at about half of the way to ``t_low``).
 ``"fast"`` (the best CPU option)
     As robust, but with twice the progress per iteration (0.08) and *adaptive* step control:
     the step length the last iteration ended with is reused and rescaled by how far it

@@ -65,6 +65,14 @@ class ReproResult:
     seconds: float
 
 
+
+def _shown_path(path: Path) -> str:
+    """A path as the report shows it: relative to the working folder when it is near."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive
+        return str(path)
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -193,7 +201,7 @@ def write_report(
         ("real L067 slices", str(config.real_slices)),
         ("models", f"{MAIN_MODEL} (Figs. 2-5), {PLAIN_MODEL} (Fig. 6), "
                    f"{', '.join(DOSE_MODELS)} (Figs. 7-8)"),
-        ("real data", str(shared_dir) if shared_dir is not None else "absent (sections skipped)"),
+        ("real data", _shown_path(shared_dir) if shared_dir else "absent (sections skipped)"),
         ("DID stacks", f"{eng.get('stacks', 0)} in {eng.get('seconds', 0.0):.0f} s"),
         ("total time", f"{seconds:.0f} s on {platform.machine()} "
                        f"({os.cpu_count()} CPUs, torch threads {_threads()})"),
