@@ -3,6 +3,10 @@
  * Slices arrive as raw little-endian int16 HU; window/level is a lookup table from HU to grey
  * applied here, in the browser: grey = clip(floor((HU - low) * 255 / (high - low) + 0.5), 0, 255),
  * the same mapping as ctdid.io.png.window_to_uint8.  No build step, no dependencies.
+ *
+ * Smooth mode: the candidate slider moves over strength in SMOOTH_STEPS steps; the image is
+ * the float32 blend of the two neighbouring candidates, as ctdid.core.candidates.interpolate,
+ * windowed with the same mapping.  Picks and exports stay per stored candidate (the nearest).
  */
 (function () {
   "use strict";
@@ -14,6 +18,7 @@
   const MAX_INFLIGHT = 6;
   const CACHE_BYTES = 384 * 1024 * 1024;
   const POLL_MS = 1000;
+  const SMOOTH_STEPS = 200;
   const NATIVE_RANGE_KEYS = new Set([
     "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End",
   ]);
@@ -28,6 +33,7 @@
     lut: new Uint32Array(65536),
     compare: false, flip: false, flipRef: "input",
     zoom: 1, panX: 0, panY: 0,
+    smooth: false, s: 0, blend: null,
     tool: "pan", rois: { A: null, B: null },
     cache: new Map(), queue: [], inflight: new Map(), cacheLimit: 64,
     views: [], picks: {},
@@ -115,21 +121,22 @@
 
   function isVisible(cand, z) {
     if (z !== S.z) return false;
-    return S.views.some((v) => String(sourceOf(v)) === String(cand));
+    return S.views.some((v) => sourcesOf(v).some((c) => String(c) === String(cand)));
   }
 
   /* Candidates of the visible slice first (nearest the slider first), then neighbours. */
   function requestSlices() {
     if (!S.nx) return;
-    const visible = S.views.map(sourceOf).filter((c) => c !== null);
+    const visible = [].concat(...S.views.map(sourcesOf)).filter((c) => c !== null);
     want(visible, S.z, true);
     const byDistance = S.order.slice().map((id, i) => [Math.abs(i - S.idx), id])
       .sort((a, b) => a[0] - b[0]).map((p) => p[1]);
     want(byDistance.concat(["input"]), S.z, false);
     if (S.nz > 1 && S.curId !== null) {
+      const near = S.smooth ? blendIds() : [S.curId];
       for (let d = 1; d <= 2; d++) {
-        if (S.z + d < S.nz) want([S.curId], S.z + d, false);
-        if (S.z - d >= 0) want([S.curId], S.z - d, false);
+        if (S.z + d < S.nz) want(near, S.z + d, false);
+        if (S.z - d >= 0) want(near, S.z - d, false);
       }
     }
   }
@@ -161,6 +168,96 @@
     render();
   }
 
+  /* ---------- smooth strength: blend of the two neighbouring candidates ---------- */
+
+  const GREY = new Uint32Array(256);
+  for (let g = 0; g < 256; g++) GREY[g] = (0xff000000 | (g << 16) | (g << 8) | g) >>> 0;
+
+  const strengthOf = (id) => S.records.get(id).strength;
+  const signed = (x) => (x >= 0 ? "+" : "") + fmt(x, 2);
+
+  /* The candidates around strength s, as ctdid.core.candidates.interpolate: walk outward from
+   * the default on the side of s; image = a + w * (b - a) with a the one nearer the default.
+   * b === null: exactly candidate a (s is a stored strength, or beyond the last one). */
+  function bracket(s) {
+    const ids = S.order;
+    if (!ids.length) return null;
+    let d = ids.indexOf(S.defaultId);
+    if (d < 0) { // no default yet: the candidate nearest strength 0
+      d = 0;
+      ids.forEach((id, i) => {
+        if (Math.abs(strengthOf(id)) < Math.abs(strengthOf(ids[d]))) d = i;
+      });
+    }
+    if (s === 0) return { a: ids[d], b: null, w: 0 };
+    const side = s > 0 ? ids.slice(d) : ids.slice(0, d + 1).reverse();
+    const x = Math.abs(s);
+    let prev = side[0];
+    for (const id of side.slice(1)) {
+      const ac = Math.abs(strengthOf(id));
+      if (ac >= x) {
+        const ap = Math.abs(strengthOf(prev));
+        if (ac === x || ac <= ap) return { a: id, b: null, w: 0 };
+        return { a: prev, b: id, w: (x - ap) / (ac - ap) };
+      }
+      prev = id;
+    }
+    return { a: prev, b: null, w: 0 };
+  }
+
+  /* The stored candidate nearest strength s (picks and exports use it). */
+  const nearestOf = (br) => (br.b === null || br.w <= 0.5 ? br.a : br.b);
+
+  function blendIds() {
+    const br = bracket(S.s);
+    return br === null ? [] : br.b === null ? [br.a] : [br.a, br.b];
+  }
+
+  function strengthRange() {
+    const n = S.order.length;
+    return n ? [strengthOf(S.order[0]), strengthOf(S.order[n - 1])] : [0, 0];
+  }
+
+  function strengthAt(k) {
+    const r = strengthRange();
+    return r[1] > r[0] ? r[0] + k * (r[1] - r[0]) / SMOOTH_STEPS : r[0];
+  }
+
+  function stepOf(s) {
+    const r = strengthRange();
+    return r[1] > r[0] ? Math.round((s - r[0]) / (r[1] - r[0]) * SMOOTH_STEPS) : 0;
+  }
+
+  /* HU of strength S.s on slice S.z: a cached int16 slice where s is a stored candidate's,
+   * else float32 a + float32(w) * (b - a), as ctdid.core.candidates.interpolate.  With `out`,
+   * the windowed pixels are written in the same pass.  Returns [data, drawn into out]. */
+  function blendSlice(out) {
+    const br = bracket(S.s);
+    const a = br === null ? undefined : cached(br.a, S.z);
+    if (br === null || br.b === null || a === undefined) return [a, false];
+    const b = cached(br.b, S.z);
+    if (b === undefined) return [undefined, false];
+    const m = S.blend, n = a.length;
+    if (m && m.a === br.a && m.b === br.b && m.w === br.w && m.z === S.z && m.data.length === n) {
+      return [m.data, false];
+    }
+    const data = m && m.data.length === n ? m.data : new Float32Array(n);
+    const wf = Math.fround(br.w);
+    if (out) {
+      const lo = S.low, range = S.high - S.low;
+      for (let i = 0; i < n; i++) {
+        const x = Math.fround(a[i] + Math.fround(wf * (b[i] - a[i])));
+        data[i] = x;
+        const g = Math.floor((x - lo) * 255 / range + 0.5);
+        out[i] = GREY[g < 0 ? 0 : g > 255 ? 255 : g];
+      }
+    } else {
+      for (let i = 0; i < n; i++) data[i] = a[i] + Math.fround(wf * (b[i] - a[i]));
+    }
+    S.blend = { a: br.a, b: br.b, w: br.w, z: S.z, data: data };
+    return [data, !!out];
+  }
+
   /* ---------- views ---------- */
 
   function makeView(role) {
@@ -179,6 +276,18 @@
     };
     attachPointer(v);
     return v;
+  }
+
+  const isBlendView = (v) => S.smooth && v.role === "current" && !S.flip && S.order.length > 0;
+
+  /* The candidates a view needs: two for a blend. */
+  const sourcesOf = (v) => (isBlendView(v) ? blendIds() : [sourceOf(v)]);
+
+  /* HU shown by a view: a cached int16 slice or, in smooth mode, the float32 blend. */
+  function viewData(v) {
+    if (isBlendView(v)) return blendSlice(null)[0];
+    const cand = sourceOf(v);
+    return cand === null ? undefined : cached(cand, S.z);
   }
 
   function sourceOf(v) {
@@ -234,24 +343,42 @@
   /* ---------- drawing ---------- */
 
   function drawView(v) {
-    const cand = sourceOf(v);
-    const data = cand === null ? undefined : cached(cand, S.z);
-    v.label.textContent = labelOf(v, cand);
-    if (data === undefined) {
-      v.loading.textContent = cand === null ? "no candidate yet" : "loading…";
-      return false;
-    }
-    v.loading.textContent = "";
+    const blend = isBlendView(v);
+    const cand = blend ? null : sourceOf(v);
+    v.label.textContent = blend ? "strength " + signed(S.s) : labelOf(v, cand);
     if (v.image === null) {
       v.image = v.ctx.createImageData(S.nx, S.ny);
       v.u32 = new Uint32Array(v.image.data.buffer);
     }
-    const lut = S.lut, out = v.u32, n = data.length;
-    for (let i = 0; i < n; i++) out[i] = lut[data[i] + 32768];
+    let data, drawn = false;
+    if (blend) [data, drawn] = blendSlice(v.u32);
+    else data = cand === null ? undefined : cached(cand, S.z);
+    if (data === undefined) {
+      v.loading.textContent = !blend && cand === null ? "no candidate yet" : "loading…";
+      return false;
+    }
+    v.loading.textContent = "";
+    if (!drawn) paint(data, v.u32);
     v.ctx.putImageData(v.image, 0, 0);
-    v.shown = String(cand);
+    const ids = blend ? blendIds() : [cand];
+    v.shown = ids.length === 1 ? String(ids[0]) : "blend " + ids.join(" ");
     v.canvas.dataset.shown = v.shown;
     return true;
+  }
+
+  /* Window HU to pixels: the lookup table for int16, the same formula for float32 blends. */
+  function paint(data, out) {
+    const n = data.length;
+    if (data instanceof Int16Array) {
+      const lut = S.lut;
+      for (let i = 0; i < n; i++) out[i] = lut[data[i] + 32768];
+      return;
+    }
+    const lo = S.low, range = S.high - S.low;
+    for (let i = 0; i < n; i++) {
+      const g = Math.floor((data[i] - lo) * 255 / range + 0.5);
+      out[i] = GREY[g < 0 ? 0 : g > 255 ? 255 : g];
+    }
   }
 
   function labelOf(v, cand) {
@@ -281,15 +408,57 @@
     const n = S.order.length;
     if (!n) return;
     i = Math.max(0, Math.min(n - 1, i | 0));
+    if (S.smooth) { setStrength(strengthOf(S.order[i]), timed); return; }
     const t0 = performance.now();
     S.idx = i;
     S.curId = S.order[i];
-    $("cand-slider").value = String(i);
+    syncSlider();
     const drawn = render();
     const t1 = performance.now();
     if (timed && drawn) S.timings.push(t1 - t0);
     updateInfo();
     requestSlices();
+  }
+
+  /* Smooth mode: show strength s (clamped to the stored range); the nearest stored candidate
+   * becomes the current one for picks, exports, the tradeoff plot and prefetching. */
+  function setStrength(s, timed) {
+    s = Number(s);
+    if (!S.order.length || !isFinite(s)) return;
+    const r = strengthRange();
+    s = Math.max(r[0], Math.min(r[1], s));
+    const t0 = performance.now();
+    S.s = s;
+    S.curId = nearestOf(bracket(s));
+    S.idx = S.order.indexOf(S.curId);
+    syncSlider();
+    const drawn = render();
+    const t1 = performance.now();
+    if (timed && drawn) S.timings.push(t1 - t0);
+    updateInfo();
+    requestSlices();
+  }
+
+  /* One step of the slider: a fine strength step in smooth mode, else the next candidate. */
+  function stepCandidate(dir, timed) {
+    if (S.smooth) setStrength(strengthAt(stepOf(S.s) + dir), timed);
+    else setIndex(S.idx + dir, timed);
+  }
+
+  function syncSlider() {
+    const slider = $("cand-slider"), n = S.order.length;
+    slider.max = String(S.smooth ? (n > 1 ? SMOOTH_STEPS : 0) : Math.max(0, n - 1));
+    slider.value = String(S.smooth ? stepOf(S.s) : S.idx);
+  }
+
+  function setSmooth(on) {
+    S.smooth = !!on;
+    $("smooth").checked = S.smooth;
+    $("btn-pick").textContent = S.smooth ? "pick the nearest stored candidate" : "pick this candidate";
+    S.blend = null;
+    if (S.smooth && S.curId !== null) setStrength(strengthOf(S.curId), false);
+    else if (S.order.length) setIndex(S.idx, false);
+    else syncSlider();
   }
 
   function setSlice(z) {
@@ -306,9 +475,18 @@
     const n = S.order.length;
     const rec = S.records.get(S.curId);
     $("cand-index").textContent = n ? "candidate " + (S.idx + 1) + " / " + n : "no candidates yet";
+    if (n && S.smooth) {
+      const br = bracket(S.s);
+      const pos = (id) => S.order.indexOf(id) + 1;
+      $("cand-index").textContent = "strength " + signed(S.s) + (br.b === null
+        ? " (candidate " + pos(br.a) + " / " + n + ")"
+        : " (between candidate " + Math.min(pos(br.a), pos(br.b)) + " and " +
+          Math.max(pos(br.a), pos(br.b)) + ")");
+    }
     $("cand-index").dataset.index = String(S.idx);
+    $("cand-index").dataset.strength = S.smooth ? String(S.s) : "";
     if (rec) {
-      $("cand-info").textContent = "id " + rec.id + " · " + rec.direction + " · strength " +
+      $("cand-info").textContent = (S.smooth ? "nearest stored: " : "") + "id " + rec.id + " · " + rec.direction + " · strength " +
         (rec.strength >= 0 ? "+" : "") + fmt(rec.strength, 2) + " · step " + rec.step;
       const L = rec.labels || {};
       const parts = [];
@@ -330,7 +508,9 @@
     const di = S.order.indexOf(S.defaultId);
     mark.hidden = di < 0;
     if (di >= 0) {
-      const frac = n > 1 ? di / (n - 1) : 0.5;
+      const r = strengthRange();
+      let frac = n > 1 ? di / (n - 1) : 0.5;
+      if (S.smooth && r[1] > r[0]) frac = (strengthOf(S.defaultId) - r[0]) / (r[1] - r[0]);
       mark.style.left = "calc(" + (frac * 100) + "% + " + (8 - 16 * frac) + "px)";
     }
     drawTradeoff();
@@ -429,7 +609,7 @@
 
   function updateRoiStats() {
     const cand = S.curId === null ? "input" : S.curId;
-    const data = cached(cand, S.z);
+    const data = S.smooth && S.order.length ? blendSlice(null)[0] : cached(cand, S.z);
     const st = {};
     for (const name of ["A", "B"]) {
       const roi = S.rois[name];
@@ -542,7 +722,7 @@
       if (!dir) return;
       if (e.ctrlKey || e.metaKey) zoomAt(v, e, dir < 0 ? 1.25 : 0.8);
       else if (S.nz > 1 && !e.shiftKey) setSlice(S.z + dir);
-      else setIndex(S.idx + dir, true);
+      else stepCandidate(dir, true);
     }, { passive: false });
   }
 
@@ -565,11 +745,11 @@
     const i = Math.floor(p[0]), j = Math.floor(p[1]);
     const out = $("readout-pixel");
     if (i < 0 || j < 0 || i >= S.nx || j >= S.ny) { out.textContent = "–"; return; }
-    const cand = sourceOf(v);
-    const data = cand === null ? undefined : cached(cand, S.z);
-    const hu = data ? String(data[j * S.nx + i]) : "…";
+    const data = viewData(v);
+    const val = data ? data[j * S.nx + i] : undefined;
+    const hu = !data ? "…" : data instanceof Int16Array ? String(val) : fmt(val, 1);
     out.textContent = "x " + i + " y " + j + (S.nz > 1 ? " z " + S.z : "") + ": " + hu + " HU";
-    out.dataset.hu = data ? String(data[j * S.nx + i]) : "";
+    out.dataset.hu = data ? String(val) : "";
   }
 
   /* ---------- result document ---------- */
@@ -600,7 +780,6 @@
     if (id === null || !S.records.has(id)) id = S.defaultId !== null ? S.defaultId : null;
     let idx = id === null ? Math.floor((S.order.length - 1) / 2) : S.order.indexOf(id);
     if (idx < 0) idx = 0;
-    $("cand-slider").max = String(Math.max(0, S.order.length - 1));
     const badge = $("run-status");
     const n = S.order.length;
     badge.textContent = S.status + (S.status === "running" ? " · " + n + " candidates so far" : " · " + n + " candidates");
@@ -609,8 +788,14 @@
     showPicks();
     if (n) {
       S.idx = idx; S.curId = S.order[idx];
-      $("cand-slider").value = String(idx);
+      if (S.smooth) {
+        const r = strengthRange();
+        S.s = Math.max(r[0], Math.min(r[1], S.s));
+        S.curId = nearestOf(bracket(S.s));
+        S.idx = S.order.indexOf(S.curId);
+      }
     }
+    syncSlider();
     updateInfo();
     requestSlices();
     render();
@@ -662,12 +847,15 @@
     const task = $("task").value.trim();
     if (!task) { setStatusNote("name the task first"); return null; }
     if (S.curId === null) { setStatusNote("no candidate to pick yet"); return null; }
-    const r = await postJSON("/api/picks", { candidate: S.curId, task: task });
+    const id = S.curId;
+    const note = S.smooth ? " (the stored candidate nearest strength " + signed(S.s) +
+      "; blends are not stored)" : "";
+    const r = await postJSON("/api/picks", { candidate: id, task: task });
     if (!r.ok) { setStatusNote("pick failed: " + (r.doc.error || r.status)); return null; }
     S.picks = r.doc.picks || {};
     showPicks();
-    setStatusNote("picked candidate id " + S.curId + " for “" + task + "”");
-    return S.curId;
+    setStatusNote("picked candidate id " + id + " for “" + task + "”" + note);
+    return id;
   }
 
   async function exportPick(format) {
@@ -683,7 +871,8 @@
       r = await postJSON("/api/export", body);
     }
     if (!r.ok) { setStatusNote("export failed: " + (r.doc.error || r.status)); return; }
-    setStatusNote("exported candidate id " + cand + " to " + r.doc.written.join(", "));
+    setStatusNote("exported candidate id " + cand + " to " + r.doc.written.join(", ") +
+      (S.smooth ? " (a stored candidate: smooth blends are not exported)" : ""));
     $("pick-status").dataset.written = r.doc.written.join("\n");
   }
 
@@ -708,11 +897,16 @@
 
   function wire() {
     const slider = $("cand-slider");
-    slider.addEventListener("input", () => setIndex(Number(slider.value), true));
+    slider.addEventListener("input", () => {
+      if (S.smooth) setStrength(strengthAt(Number(slider.value)), true);
+      else setIndex(Number(slider.value), true);
+    });
     slider.addEventListener("wheel", (e) => {
       e.preventDefault();
-      if (e.deltaY) setIndex(S.idx + (e.deltaY > 0 ? 1 : -1), true);
+      if (e.deltaY) stepCandidate(e.deltaY > 0 ? 1 : -1, true);
     }, { passive: false });
+    $("smooth").checked = S.smooth;
+    $("smooth").addEventListener("change", (e) => setSmooth(e.target.checked));
     $("slice-slider").addEventListener("input", (e) => setSlice(Number(e.target.value)));
     $("default-mark").addEventListener("click", () => setIndex(S.order.indexOf(S.defaultId), false));
     document.querySelectorAll("#presets button").forEach((b) => {
@@ -741,14 +935,14 @@
       const t = e.target;
       if (t && (t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
       if (t && t.tagName === "INPUT") {
-        if (t.type !== "range" && t.type !== "radio") return; // typing a task name
+        if (t.type !== "range" && t.type !== "radio" && t.type !== "checkbox") return; // a task name
         if (t.type === "range" && NATIVE_RANGE_KEYS.has(e.key)) return; // the slider moves
       }
       if (e.ctrlKey || e.metaKey || e.altKey) return;
       let handled = true;
       switch (e.key) {
-        case "ArrowLeft": setIndex(S.idx - 1, true); break;
-        case "ArrowRight": setIndex(S.idx + 1, true); break;
+        case "ArrowLeft": stepCandidate(-1, true); break;
+        case "ArrowRight": stepCandidate(1, true); break;
         case "ArrowUp": case "PageUp": setSlice(S.z - 1); break;
         case "ArrowDown": case "PageDown": setSlice(S.z + 1); break;
         case "Home": setIndex(0, true); break;
@@ -770,6 +964,9 @@
   window.ctdidViewer = {
     state: S,
     setIndex: setIndex,
+    setStrength: setStrength,
+    setSmooth: setSmooth,
+    bracket: bracket,
     setSlice: setSlice,
     setWindow: setWindow,
     setCompare: setCompare,
