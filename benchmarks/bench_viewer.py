@@ -12,6 +12,7 @@ Measures, for a finished 512x512 result folder:
 Usage::
 
     .venv/bin/python benchmarks/bench_viewer.py [--candidates 9] [--slices 1] [--steps 300]
+        [--smooth]
 
 Needs ``/usr/bin/chromium`` and the playwright package.
 """
@@ -41,7 +42,7 @@ CHROMIUM_ARGS = [
 STEP_JS = """
 async (steps) => {
   const V = window.ctdidViewer, slider = document.getElementById('cand-slider');
-  const n = V.state.order.length;
+  const n = V.state.smooth ? Number(slider.max) + 1 : V.state.order.length;
   const frame = () => new Promise((r) => requestAnimationFrame(() => r(performance.now())));
   V.state.timings.length = 0;
   const toFrame = [];
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=9)
     ap.add_argument("--slices", type=int, default=1)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument(
+        "--smooth", action="store_true", help="smooth mode: the slider blends two candidates"
+    )
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"skipped: {CHROMIUM} is absent (apt-get install chromium)")
@@ -116,11 +120,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             first_paint_s = (origin_ms + paint_ms) / 1000.0 - t_start
             page.wait_for_function("window.ctdidViewer.allCached()", timeout=30000)
+            if args.smooth:
+                page.evaluate("window.ctdidViewer.setSmooth(true)")
             res = page.evaluate(STEP_JS, args.steps)
         browser.close()
     draw = np.asarray(res["draw"])
     frame = np.asarray(res["frame"])
-    print(f"viewer benchmark: 512x512, {args.candidates} candidates, {args.slices} slice(s)")
+    mode = "smooth mode (blend of two candidates per step)" if args.smooth else "stored candidates"
+    print(
+        f"viewer benchmark: 512x512, {args.candidates} candidates, {args.slices} slice(s), {mode}"
+    )
     print(
         f"slider step draw (ms, n={draw.size}): p50 {np.percentile(draw, 50):.2f}  "
         f"p95 {np.percentile(draw, 95):.2f}  max {draw.max():.2f}"
