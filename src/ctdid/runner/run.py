@@ -942,6 +942,7 @@ class _RunState:
             ft = {"candidates": made, "engine": info}
             st["finetune"] = ft
             self._save_state()
+            self.emit("finetune", len(made), len(made))  # the directions may stop early
             del stack
             for stale in writer.folder.glob("candidates/c*.weights.safetensors"):
                 if int(stale.name.split(".")[0][1:]) > len(made):  # an interrupted fine-tuning
