@@ -8,8 +8,9 @@ Three parts, one summary table:
    each). Variants: eager float32, channels-last, bfloat16 autocast, ``torch.compile``
    (each skipped with its error if it fails). Target: <= 5 ms on an H100.
 2. Whole-curve time of the engine (robust and fast modes, both directions) on the device, for
-   a CompactUNet and the paper-sized U-Net, each trained here briefly on synthetic pairs (a
-   timing stand-in, not the shipped weights). Median of ``--curves`` runs after a warm-up run.
+   the shipped ``unet-d25`` (norm-free compact U-Net, when installed), and for a CompactUNet
+   (with instance norm) and the paper-sized U-Net, each trained here briefly on synthetic
+   pairs (timing stand-ins). Median of ``--curves`` runs after a warm-up run.
    Target: <= 0.5 s.
 3. Correctness: the same model, image and seed on the device and on the CPU give close
    candidates (default image max |difference|, curve distance median and max in HU).
@@ -37,7 +38,7 @@ from torch import nn
 
 from ctdid.core import HUAdapter, InteractiveDenoiser
 from ctdid.core.candidates import CandidateStack
-from ctdid.models import CompactUNet, PaperUNet
+from ctdid.models import CompactUNet, PaperUNet, available_models, load_model
 
 
 def sync(device: torch.device) -> None:
@@ -201,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Whole curves on the device.
     _, x = phantom(curve_n, 7)
-    models = {
+    models: dict[str, nn.Module | None] = {
+        # The shipped quarter-dose model (norm-free compact U-Net), when installed.
+        "unet-d25 (shipped)": load_model("unet-d25").to(device)
+        if "unet-d25" in available_models()
+        else None,
         "compact-unet": train_briefly(CompactUNet(), curve_n, train_steps, device),
         "paper-unet": train_briefly(PaperUNet(depth=depth), curve_n, train_steps, device)
         if curve_n % 2**depth == 0
