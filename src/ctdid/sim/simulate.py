@@ -21,7 +21,53 @@ from ctdid.sim.noise import (
 from ctdid.sim.projector import _check_spacing, forward_project
 from ctdid.volume import CTVolume
 
-__all__ = ["simulate_low_dose"]
+__all__ = ["low_dose_from_sinogram", "simulate_low_dose"]
+
+
+def low_dose_from_sinogram(
+    hu: torch.Tensor,
+    sino: torch.Tensor,
+    *,
+    dose: float,
+    mode: Literal["full", "insert"],
+    geometry: Geometry,
+    spacing: tuple[float, float],
+    kernel: str = "hann",
+    cutoff: float = 1.0,
+    i0: float = DEFAULT_I0,
+    sigma_e: float = DEFAULT_SIGMA_E,
+    mu_water: float = MU_WATER,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The noise and reconstruction step of :func:`simulate_low_dose`, from a sinogram.
+
+    Parameters
+    ----------
+    hu : Tensor, shape (B, H, W)
+        The slices in HU (``"insert"``: the normal-dose images the noise is added to).
+    sino : Tensor
+        Their noise-free line integrals (``forward_project(hu_to_mu(hu), geometry, ...)``),
+        so that one projection can serve several doses and noise draws.
+    dose, mode, geometry, spacing, kernel, cutoff, i0, sigma_e, mu_water, generator
+        As :func:`simulate_low_dose` (``spacing`` in mm, (dy, dx)).
+
+    Returns
+    -------
+    Tensor, shape (B, H, W)
+        Float32 HU: the FBP of Poisson + electronic noise at ``dose`` (``"full"``), or ``hu``
+        plus the FBP of the insertion noise that takes it to ``dose`` (``"insert"``; ``hu``
+        itself at dose 1).
+    """
+    shape = (hu.shape[-2], hu.shape[-1])
+    if mode == "full":
+        noisy = poisson_sinogram(sino, dose=dose, i0=i0, sigma_e=sigma_e, generator=generator)
+        rec = fbp(noisy, geometry, shape=shape, spacing=spacing, kernel=kernel, cutoff=cutoff)
+        return mu_to_hu(rec, mu_water=mu_water)
+    if dose == 1:
+        return hu
+    noise = insertion_noise(sino, dose=dose, i0=i0, sigma_e=sigma_e, generator=generator)
+    rec = fbp(noise, geometry, shape=shape, spacing=spacing, kernel=kernel, cutoff=cutoff)
+    return hu + rec * (1000.0 / mu_water)
 
 
 def simulate_low_dose(
@@ -113,22 +159,15 @@ def simulate_low_dose(
         gen.manual_seed(seed)
     else:
         gen.seed()
-    shape = (stack.shape[1], stack.shape[2])
     out = np.empty(stack.shape, dtype=np.float32)
     with torch.inference_mode():
         for first in range(0, stack.shape[0], slices_per_batch):
             x = torch.tensor(stack[first : first + slices_per_batch], device=dev)
             mu = hu_to_mu(x.to(torch.float32), mu_water=mu_water)
             sino = forward_project(mu, geom, spacing=(dy, dx))
-            if mode == "full":
-                noisy = poisson_sinogram(sino, dose=dose, i0=i0, sigma_e=sigma_e, generator=gen)
-                rec = fbp(noisy, geom, shape=shape, spacing=(dy, dx), kernel=kernel, cutoff=cutoff)
-                res = mu_to_hu(rec, mu_water=mu_water)
-            elif dose == 1:
-                res = x
-            else:
-                noise = insertion_noise(sino, dose=dose, i0=i0, sigma_e=sigma_e, generator=gen)
-                rec = fbp(noise, geom, shape=shape, spacing=(dy, dx), kernel=kernel, cutoff=cutoff)
-                res = x + rec * (1000.0 / mu_water)
+            res = low_dose_from_sinogram(
+                x, sino, dose=dose, mode=mode, geometry=geom, spacing=(dy, dx), kernel=kernel,
+                cutoff=cutoff, i0=i0, sigma_e=sigma_e, mu_water=mu_water, generator=gen,
+            )  # fmt: skip
             out[first : first + x.shape[0]] = res.cpu().numpy()
     return out[0] if squeeze else out

@@ -67,7 +67,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -192,18 +192,12 @@ def _phantom_hu(task: _Task) -> NDArray[np.float32]:
 def _simulate(task: _Task) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """``normal`` (y, x) and ``low`` (doses, realisations, y, x) of one slice, float32 HU.
 
-    Computes what :func:`ctdid.sim.simulate_low_dose` computes for each image (same operations
-    on a batch of one slice, one generator per image), projecting the slice only once.
+    Computes what :func:`ctdid.sim.simulate_low_dose` computes for each image (its noise and
+    reconstruction step, :func:`ctdid.sim.simulate.low_dose_from_sinogram`, with one generator
+    per image), projecting the slice only once.
     """
-    from ctdid.sim import (
-        MU_WATER,
-        fbp,
-        forward_project,
-        hu_to_mu,
-        insertion_noise,
-        mu_to_hu,
-        poisson_sinogram,
-    )
+    from ctdid.sim import forward_project, hu_to_mu
+    from ctdid.sim.simulate import low_dose_from_sinogram
 
     phantom = task.hu is None
     img = _phantom_hu(task) if phantom else np.asarray(task.hu, dtype=np.float32)
@@ -211,36 +205,28 @@ def _simulate(task: _Task) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     n_real = len(task.seeds[0])
     low = np.empty((len(task.doses), n_real, *shape), dtype=np.float32)
 
-    def recon(sino: torch.Tensor) -> torch.Tensor:
-        return fbp(sino, task.geometry, shape=shape, spacing=task.spacing, kernel=task.kernel)
+    mode: Literal["full", "insert"] = "full" if phantom else "insert"
 
-    def generator(seed: int) -> torch.Generator:
+    def image(sino: torch.Tensor, dose: float, seed: int) -> NDArray[np.float32]:
         gen = torch.Generator(device="cpu")
         gen.manual_seed(int(seed))
-        return gen
+        out = low_dose_from_sinogram(
+            x, sino, dose=dose, mode=mode, geometry=task.geometry, spacing=task.spacing,
+            kernel=task.kernel, i0=task.i0, sigma_e=task.sigma_e, generator=gen,
+        )  # fmt: skip
+        return np.asarray(out[0].numpy(), dtype=np.float32)
 
-    counts = {"i0": task.i0, "sigma_e": task.sigma_e}
     with torch.inference_mode():
         x = torch.tensor(img[None])
         sino = forward_project(hu_to_mu(x), task.geometry, spacing=task.spacing)
         if phantom:
             assert task.normal_seed is not None
-            gen = generator(task.normal_seed)
-            noisy = poisson_sinogram(sino, dose=1.0, generator=gen, **counts)
-            normal = mu_to_hu(recon(noisy))[0].numpy().astype(np.float32)
+            normal = image(sino, 1.0, task.normal_seed)
         else:
             normal = img
         for d, dose in enumerate(task.doses):
             for r, seed in enumerate(task.seeds[d]):
-                gen = generator(seed)
-                if phantom:
-                    noisy = poisson_sinogram(sino, dose=dose, generator=gen, **counts)
-                    low[d, r] = mu_to_hu(recon(noisy))[0].numpy()
-                elif dose == 1:
-                    low[d, r] = img
-                else:
-                    noise = insertion_noise(sino, dose=dose, generator=gen, **counts)
-                    low[d, r] = (x + recon(noise) * (1000.0 / MU_WATER))[0].numpy()
+                low[d, r] = image(sino, dose, seed)
     return normal, low
 
 

@@ -412,6 +412,12 @@
     const t0 = performance.now();
     S.idx = i;
     S.curId = S.order[i];
+    showCurrent(t0, timed);
+  }
+
+  /* Draw the current candidate (or blend) and update the rest of the page; with `timed`, the
+   * time from t0 to the drawn frame is recorded (the slider benchmark reads it). */
+  function showCurrent(t0, timed) {
     syncSlider();
     const drawn = render();
     const t1 = performance.now();
@@ -431,12 +437,7 @@
     S.s = s;
     S.curId = nearestOf(bracket(s));
     S.idx = S.order.indexOf(S.curId);
-    syncSlider();
-    const drawn = render();
-    const t1 = performance.now();
-    if (timed && drawn) S.timings.push(t1 - t0);
-    updateInfo();
-    requestSlices();
+    showCurrent(t0, timed);
   }
 
   /* One step of the slider: a fine strength step in smooth mode, else the next candidate. */
