@@ -9,10 +9,10 @@ For each input slice it runs every mode with the same model and measures:
 * iterations (both directions), time to the first candidate of each direction (the later of
   the two: both ends visible), total time, peak memory (the engine's own figure: exact on
   CUDA, an estimate on CPU) and the process's peak resident memory;
-* curve distance of the fast mode to the robust mode: for each robust candidate, the RMSE in
-  HU inside the body to the nearest fast candidate; median and max;
-* speed ratios robust / fast, robust / fast-whole (fast mode fine-tuning on the whole image
-  instead of crops) and faithful (paper-sized U-Net) / fast;
+* curve distance of the other modes (``COMPARED``) to the robust mode: for each robust
+  candidate, the RMSE in HU inside the body to the nearest candidate of the other mode;
+  median and max;
+* speed ratios robust / each compared mode and faithful (paper-sized U-Net) / fast;
 * ``faithful_same_time``: the paper's optimizer without its 1 % stop, given the fast mode's
   wall time on the same model and input (how far it gets in that time);
 * noise coverage: the share of the flat-region noise gap between the default and each bound
@@ -62,16 +62,24 @@ MAYO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mayo_pa
 MAYO_QD = "L506_QD_3mm_D45_slice32.raw"
 MAYO_SPACING = 0.7  # mm, approximately
 DEFAULT_MODEL = "unet-d25"
-MODES = ("faithful", "robust", "fast", "fast-whole")
-#: Engine options of each benchmarked mode. "fast" is the engine's default fast mode (for a
-#: network without image-wide normalisation it fine-tunes on four 128 x 128 body crops and
-#: renders each candidate on the whole image); "fast-whole" fine-tunes on the whole image.
+MODES = ("faithful", "robust", "robust-whole", "robust-adam", "fast", "fast-adam")
+#: Engine options of each benchmarked mode. "robust" and "fast" are the engine's defaults:
+#: Gauss-Newton steps (Lanczos basis of at most 40 resp. 12 vectors, 0.2 resp. 0.25 of the
+#: way per iteration); for a network without image-wide normalisation both fine-tune on four
+#: 128 x 128 body crops and render each candidate on the whole image. "robust-whole"
+#: fine-tunes on the whole image instead (the reference for the crops). "robust-adam" and
+#: "fast-adam" are the earlier Adam step controls (line search on the whole image; adaptive
+#: step on the crops), kept for comparison.
 MODE_OPTIONS: dict[str, dict[str, Any]] = {
     "faithful": {"mode": "faithful"},
     "robust": {"mode": "robust"},
+    "robust-whole": {"mode": "robust", "n_crops": 0},
+    "robust-adam": {"mode": "robust", "step_control": "search", "n_crops": 0},
     "fast": {"mode": "fast"},
-    "fast-whole": {"mode": "fast", "n_crops": 0},
+    "fast-adam": {"mode": "fast", "step_control": "adaptive"},
 }
+#: Modes whose curve is compared with the robust mode's (curve distance).
+COMPARED = ("robust-whole", "robust-adam", "fast", "fast-adam")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +231,11 @@ def summarise(stack: CandidateStack, seconds: float, spacing: float, regions: An
             for d in ("high", "low")
             if isinstance(stack.info.get(d), dict)
         },
+        "jacobian_products": {
+            d: stack.info[d].get("jvp", 0) + stack.info[d].get("vjp", 0)
+            for d in ("high", "low")
+            if isinstance(stack.info.get(d), dict)
+        },
     }
 
 
@@ -302,16 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             stacks[mode] = stack
             per[mode] = summarise(stack, secs, spacing, regions)
-        if "robust" in stacks and "fast" in stacks:
-            med, mx = curve_distance(stacks["robust"], stacks["fast"])
-            per["fast"]["curve_distance_hu"] = {"median": med, "max": mx}
-            per["speed_robust_over_fast"] = per["robust"]["total_s"] / per["fast"]["total_s"]
-        if "robust" in stacks and "fast-whole" in stacks:
-            med, mx = curve_distance(stacks["robust"], stacks["fast-whole"])
-            per["fast-whole"]["curve_distance_hu"] = {"median": med, "max": mx}
-            per["speed_robust_over_fast_whole"] = (
-                per["robust"]["total_s"] / per["fast-whole"]["total_s"]
-            )
+        for other in COMPARED:
+            if "robust" in stacks and other in stacks:
+                med, mx = curve_distance(stacks["robust"], stacks[other])
+                per[other]["curve_distance_hu"] = {"median": med, "max": mx}
+                per[f"speed_robust_over_{other}"] = per["robust"]["total_s"] / per[other]["total_s"]
         if "fast" in stacks and not args.no_budget:
             # The paper's optimizer without its early stop, given the fast mode's wall time:
             # how far does it get on the same model in the same time?
@@ -366,10 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, per in results["inputs"].items():
         parts = []
-        if "speed_robust_over_fast" in per:
-            parts.append(f"robust/fast {per['speed_robust_over_fast']:.1f}x")
-        if "speed_robust_over_fast_whole" in per:
-            parts.append(f"robust/fast-whole {per['speed_robust_over_fast_whole']:.1f}x")
+        for other in COMPARED:
+            if f"speed_robust_over_{other}" in per:
+                parts.append(f"robust/{other} {per[f'speed_robust_over_{other}']:.1f}x")
         if "speed_faithful_paper_over_fast" in per:
             parts.append(f"faithful(paper U-Net)/fast {per['speed_faithful_paper_over_fast']:.1f}x")
         if parts:

@@ -148,9 +148,10 @@ def test_candidates_ordered_high_to_low(robust):
     s = robust.strengths
     assert np.all(np.diff(s) > 0)
     assert s[d] == 0.0 and s[0] >= -1.0 and s[-1] <= 1.0
-    # Steps grow outward from the default on both sides.
-    assert np.all(np.diff([c.step for c in robust[: d + 1]]) < 0)
-    assert np.all(np.diff([c.step for c in robust[d:]]) > 0)
+    # Iterations grow outward from the default on both sides (several candidates may come
+    # from one Gauss-Newton iteration).
+    assert np.all(np.diff([c.step for c in robust[: d + 1]]) <= 0)
+    assert np.all(np.diff([c.step for c in robust[d:]]) >= 0)
     # Reported progress is the measured projection inside the body.
     body = body_mask(robust.t_high)
     first, last = robust[0], robust[-1]
@@ -374,12 +375,14 @@ def forwards_per_step(stack) -> float:
     return fwd / sum(stack.steps.values())
 
 
-def test_adaptive_step_control_is_cheaper_and_close(model, noisy, robust):
+def test_adaptive_step_control_is_cheaper_and_close(model, noisy):
+    # The two Adam step controls: a line search per iteration, or the last step length reused.
+    search = InteractiveDenoiser(model, step_control="search").run(noisy)
     adaptive = InteractiveDenoiser(model, step_control="adaptive").run(noisy)
-    assert forwards_per_step(adaptive) < forwards_per_step(robust)
+    assert forwards_per_step(adaptive) < forwards_per_step(search)
     assert forwards_per_step(adaptive) < 1.6
     assert adaptive.coverage["high"] >= 0.8 and adaptive.coverage["low"] >= 0.8
-    assert np.median(curve_distance(robust, adaptive)) < 3.0  # HU
+    assert np.median(curve_distance(search, adaptive)) < 3.0  # HU
 
 
 @pytest.fixture(scope="module")
@@ -387,12 +390,17 @@ def fast(model, noisy):
     return InteractiveDenoiser(model, mode="fast").run(noisy)
 
 
-def test_fast_mode_default_close_to_robust_with_fewer_iterations(fast, robust, noisy):
-    # Whole image, adaptive step control, twice the progress per iteration.
+def jvps(stack) -> int:
+    return sum(stack.info[d]["jvp"] for d in ("high", "low"))
+
+
+def test_fast_mode_default_close_to_robust_with_less_work(fast, robust, noisy):
+    # Whole image (crops would cover most of it), Gauss-Newton with a smaller Krylov basis
+    # and longer steps: fewer Jacobian products than the robust mode for nearly the same curve.
     assert fast.info["train_shape"] == [1, 1, N, N]
-    assert fast.info["high"]["delta"] == pytest.approx(0.08)
-    assert sum(fast.steps.values()) < 0.75 * sum(robust.steps.values())
-    assert forwards_per_step(fast) < 1.6
+    assert fast.info["high"]["step_progress"] == pytest.approx(0.25)
+    assert fast.info["high"]["krylov_dim"] == 12 and robust.info["high"]["krylov_dim"] == 40
+    assert jvps(fast) < 0.75 * jvps(robust)
     assert fast.coverage["high"] >= 0.8 and fast.coverage["low"] >= 0.8
     dist = curve_distance(robust, fast)
     assert np.median(dist) < 3.0  # HU; neighbouring candidates are ~3-10 HU apart
@@ -438,7 +446,9 @@ def test_fast_mode_chooses_crops_only_for_networks_without_image_wide_norm(model
     big = InteractiveDenoiser(model, **{**opts, "crop_size": 128}).run(noisy)
     assert big.info["crops"]["n"] == 0 and "half" in big.info["crops"]["why"]
     robust = InteractiveDenoiser(model, mode="robust", crop_size=16, max_steps=1).run(noisy)
-    assert robust.info["crops"]["n"] == 0
+    assert robust.info["crops"]["n"] == 4
+    faithful = InteractiveDenoiser(model, mode="faithful", crop_size=16, max_steps=1).run(noisy)
+    assert faithful.info["crops"]["n"] == 0
 
 
 def test_time_budget_and_max_steps(model, noisy):
