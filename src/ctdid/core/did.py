@@ -641,14 +641,18 @@ class _GaussNewtonRunner(_RobustRunner):
         names: list[str],
         krylov_dim: int,
         keep_weights: bool,
-        stall_fraction: float,
+        fast: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, params, problem, **kwargs)
         self.gn_delta = float(kwargs["step_progress"])  # not capped by the spacing
         self.names, self.krylov_dim, self.keep_weights = names, krylov_dim, keep_weights
         self.patience = min(self.patience, 2)  # one iteration is many passes
-        self.stall_fraction = stall_fraction
+        # An iteration that gains less than this share of the candidate spacing counts toward
+        # the stall; the Adam fallback takes the Adam step controls' defaults.
+        self.stall_fraction = 0.5 if fast else 0.25
+        self.fallback_delta = min(_FAST_STEP if fast else _ROBUST_STEP, self.spacing)
+        self.fallback_search = not fast
         self.fallback = False
         self.info.update(
             {
@@ -695,6 +699,8 @@ class _GaussNewtonRunner(_RobustRunner):
         except (RuntimeError, NotImplementedError) as exc:  # no forward-mode AD for a layer
             self.fallback = True
             self.info["fallback"] = f"Adam directions (Gauss-Newton failed: {exc})"[:300]
+            self.info["optimizer"] = "Adam directions, step length controlled by progress"
+            self.delta, self.search = self.fallback_delta, self.fallback_search
             with torch.enable_grad():
                 self.y = _model_output(self.net, self.problem.x)
             return super().step()
@@ -775,7 +781,7 @@ class _GaussNewtonRunner(_RobustRunner):
         aim = min(self.gn_delta, predicted(lam_min))
         accepted: tuple[float, Tensor, float] | None = None
         fallback: tuple[float, float] | None = None  # (loss, damping) of a descent step
-        for _ in range(8):
+        for _ in range(8 if aim > 0 else 1):  # no progress predicted: one try, least damped
             lam = damping_for(aim)
             set_weights(lam)
             y_new, dp, new_loss = self._trial()
@@ -1442,7 +1448,7 @@ class InteractiveDenoiser:
                         names=names,
                         krylov_dim=self.krylov_dim,
                         keep_weights=self.keep_weights,
-                        stall_fraction=0.5 if self.mode == "fast" else 0.25,
+                        fast=self.mode == "fast",
                         **common,
                     )
                 return _RobustRunner(net_d, params_d, prob, **common)

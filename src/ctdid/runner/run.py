@@ -405,7 +405,8 @@ def run_did(
     n_candidates : int, optional
         Candidates per direction (robust/fast); the run makes about ``2 n + 1``. Default 8.
     seed : int, optional
-        Seed of the engine (fast mode's crops); recorded in ``run.json``. Default 0.
+        Seed of the engine (the positions of the training crops); recorded in ``run.json``.
+        Default 0.
     shared : bool, optional
         Volumes (z > 1): one trajectory for the whole scan (default), so a strength means
         the same tradeoff on every slice: the engine fine-tunes on ``train_slices`` evenly
@@ -1082,8 +1083,12 @@ def _strength_grid(engine: Any) -> list[tuple[str, float]]:
 
 
 def _stack_info(st: Any) -> dict[str, Any]:
-    return {
+    per_dir = {
+        d: v for d, v in dict(st.info).items() if d in ("high", "low") and isinstance(v, dict)
+    }
+    out = {
         "mode": st.mode,
+        "optimizer": {d: v.get("optimizer") for d, v in per_dir.items()},
         "n_candidates": len(st),
         "coverage": dict(st.coverage),
         "steps": dict(st.steps),
@@ -1092,6 +1097,10 @@ def _stack_info(st: Any) -> dict[str, Any]:
         "peak_memory_bytes": int(st.peak_memory_bytes),
         "memory_method": st.memory_method,
     }
+    fallback = {d: v["fallback"] for d, v in per_dir.items() if "fallback" in v}
+    if fallback:
+        out["fallback"] = fallback  # why the Gauss-Newton steps gave way to Adam
+    return out
 
 
 def _engine_info(stacks: Any, seconds: float) -> dict[str, Any]:
