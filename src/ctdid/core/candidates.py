@@ -38,7 +38,8 @@ class Candidate:
         Which bound the model was fine-tuned toward; ``"default"`` for the pretrained output.
     step : int
         Number of fine-tuning iterations (optimizer updates) behind this image; 0 for the
-        default.
+        default. Several candidates can share one Gauss-Newton iteration (they are made
+        from its Krylov basis at different dampings).
     progress : float
         Progress toward the bound in [0, 1]: the projection of ``image - default`` on
         ``bound - default`` inside the body mask, divided by ``||bound - default||^2``,
