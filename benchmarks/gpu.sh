@@ -7,7 +7,7 @@
 # channels-last, bf16 autocast, torch.compile; target <= 5 ms on an H100), whole robust/fast
 # curves on the device (target <= 0.5 s) and a device-vs-CPU check of the candidates, then
 # prints one summary table (see benchmarks/bench_gpu.py). `--device cpu --quick` tests the
-# code paths on a machine without a GPU in about 15 s.
+# code paths on a machine without a GPU in about 3.5 minutes (2 CPU cores).
 #
 # Python: $PYTHON if set, else ./.venv/bin/python, else a venv made here
 # (.venv-gpu, --system-site-packages, so the machine's own torch is used: the GPU machine
