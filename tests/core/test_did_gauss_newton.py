@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ctdid.core.did import InteractiveDenoiser, _Krylov
+from no_forward_ad import WithoutForwardAD
 
 torch.set_num_threads(1)
 
@@ -52,23 +53,6 @@ class Tiny(nn.Module):
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
         z = (hu + 1000.0) / 1000.0
         return (z - self.body(z)) * 1000.0 - 1000.0
-
-
-class _NoForwardAD(torch.autograd.Function):
-    """Identity with a backward but no forward-mode derivative."""
-
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
-        return g
-
-
-class TinyNoJvp(Tiny):
-    def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        return _NoForwardAD.apply(super().forward(hu))
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +150,7 @@ def test_candidates_made_inside_one_iteration_carry_their_own_weights(tiny: Tiny
 
 
 def test_falls_back_to_adam_without_forward_mode_derivatives(tiny: Tiny) -> None:
-    net = TinyNoJvp()
-    net.load_state_dict(tiny.state_dict())
-    stack = InteractiveDenoiser(net.eval()).run(disk(seed=9))
+    stack = InteractiveDenoiser(WithoutForwardAD(tiny).eval()).run(disk(seed=9))
     for d in ("high", "low"):
         assert "Adam" in stack.info[d]["fallback"]
     assert stack.coverage["high"] >= 0.5 and stack.coverage["low"] >= 0.5

@@ -11,6 +11,7 @@ from torch import nn
 
 from ctdid.runner import run_did
 from ctdid.volume import CTVolume
+from no_forward_ad import WithoutForwardAD
 
 torch.set_num_threads(1)
 N = 40
@@ -28,21 +29,6 @@ class Tiny(nn.Module):
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
         z = (hu + 1000.0) / 1000.0
         return (z - self.c2(torch.relu(self.c1(z)))) * 1000.0 - 1000.0
-
-
-class _NoForwardAD(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
-        return g
-
-
-class TinyNoJvp(Tiny):
-    def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        return _NoForwardAD.apply(super().forward(hu))
 
 
 def scan() -> CTVolume:
@@ -67,7 +53,7 @@ def test_run_json_names_the_step_control(tmp_path: Path) -> None:
 
 
 def test_run_json_records_the_fallback_to_adam(tmp_path: Path) -> None:
-    run_did(scan(), TinyNoJvp(), out_dir=tmp_path / "adam", n_candidates=2)
+    run_did(scan(), WithoutForwardAD(Tiny()), out_dir=tmp_path / "adam", n_candidates=2)
     doc = engine_doc(tmp_path / "adam")
     assert set(doc["fallback"]) == {"high", "low"}
     assert all("Adam" in why for why in doc["fallback"].values())
