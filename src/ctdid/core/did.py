@@ -38,9 +38,9 @@ Modes
     derivative fall back to the Adam directions below (recorded in ``info``).
 ``"fast"`` (the best CPU option)
     The same Gauss-Newton steps with a smaller basis (at most 12 vectors), longer steps
-    (0.25) and an earlier stop (iterations gaining less than half the spacing): about a
-    quarter of the Jacobian products of the robust mode for nearly the same curve, reaching
-    less far toward ``t_low``.
+    (0.25) and an earlier stop (iterations gaining less than half the spacing): a quarter to
+    a half of the robust mode's Jacobian products for nearly the same curve, reaching less
+    far toward ``t_low``.
 
 Both modes fine-tune on crops inside the body (four 128 x 128 crops per training slice) and
 apply the weights to the whole image for each candidate, which makes an iteration about four
@@ -95,7 +95,7 @@ _FAITHFUL_MOMENTUM = 0.9
 _ROBUST_STEP = 0.04  # progress per iteration, Adam directions with a line search
 _GN_STEP = {"robust": 0.2, "fast": 0.25}  # progress per Gauss-Newton iteration
 _KRYLOV_DIM = {"robust": 40, "fast": 12}  # most Lanczos vectors per Gauss-Newton iteration
-_FAST_STEP = 0.08  # progress per iteration, fast mode
+_FAST_STEP = 0.08  # progress per iteration, Adam directions with an adaptive step
 _ADAPTIVE_TRIALS = 4  # forward passes an adaptive step may try before following the loss
 _OVERSHOOT = 2.5  # an adaptive step may advance progress by up to this many times delta
 _SHRINK = 0.5  # step length factor after an adaptive step that raised the loss
