@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ctdid.core.candidates import Candidate
 from ctdid.core.did import InteractiveDenoiser, _Krylov
 from no_forward_ad import WithoutForwardAD
 
@@ -161,3 +162,38 @@ def test_krylov_dim_validated(tiny: Tiny) -> None:
     for bad in (1, 0, 2.5, True):
         with pytest.raises(ValueError, match="krylov_dim"):
             InteractiveDenoiser(tiny, krylov_dim=bad)  # type: ignore[arg-type]
+
+
+class _Breaks(nn.Module):
+    """``net``, whose next forward pass fails once after ``_Breaks.armed`` is set (class-wide:
+    the engine fine-tunes deep copies). Swallowing the error would let the run go on."""
+
+    armed = False
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        if _Breaks.armed:
+            _Breaks.armed = False
+            raise RuntimeError("broken after the first candidate")
+        return self.net(hu)
+
+
+def test_errors_after_a_gauss_newton_step_are_not_swallowed(tiny: Tiny) -> None:
+    # The Adam fallback is for networks without forward-mode derivatives (the first
+    # iteration fails); an error later is a real one and must reach the caller.
+    made: list[Candidate] = []
+
+    def arm(c: Candidate) -> None:
+        made.append(c)
+        if len(made) == 2:  # the first fine-tuned candidate: arm once
+            _Breaks.armed = True
+
+    engine = InteractiveDenoiser(_Breaks(tiny), directions=("high",))
+    try:
+        with pytest.raises(RuntimeError, match="broken after the first candidate"):
+            engine.run(disk(seed=10), callback=arm)
+    finally:
+        _Breaks.armed = False

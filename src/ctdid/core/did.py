@@ -370,7 +370,7 @@ class _RobustRunner(_Runner):
         patience: int,
         max_steps: int,
         deadline: float,
-        render: Callable[[Tensor], Tensor],
+        render: Callable[[Tensor | None], Tensor],
         search: bool = True,
     ) -> None:
         self.net, self.params, self.problem = net, params, problem
@@ -697,6 +697,8 @@ class _GaussNewtonRunner(_RobustRunner):
         try:
             return self._gn_step()
         except (RuntimeError, NotImplementedError) as exc:  # no forward-mode AD for a layer
+            if self.info["damping"]:
+                raise  # it worked before: a real error (the weights may be half-updated)
             self.fallback = True
             self.info["fallback"] = f"Adam directions (Gauss-Newton failed: {exc})"[:300]
             self.info["optimizer"] = "Adam directions, step length controlled by progress"
@@ -713,7 +715,7 @@ class _GaussNewtonRunner(_RobustRunner):
         y = y.detach()
         self.info["forward_passes"] += 1
         r = prob.target - y
-        loss_now = float((self.w * r * r).sum())
+        loss_now = float(prob.loss(y))
 
         def jtv(u: Tensor) -> Tensor:
             self.info["vjp"] += 1
@@ -724,7 +726,6 @@ class _GaussNewtonRunner(_RobustRunner):
         if not (math.isfinite(beta0) and beta0 > 0.0):
             self.done, self.reason = True, "stalled"
             return self._final_events()
-        self.steps += 1
         dt = prob._dt.to(y.dtype)
         qm = torch.empty((self.krylov_dim, b.numel()), dtype=torch.float32, device=b.device)
         qm[0] = (b / beta0).float()
@@ -763,6 +764,7 @@ class _GaussNewtonRunner(_RobustRunner):
                 break
             betas.append(beta)
             qm[j + 1] = v / beta
+        self.steps += 1  # after the Jacobian products (a failure there falls back to Adam)
         self.basis_bytes = max(self.basis_bytes, k * qm.shape[1] * 4)
         krylov = _Krylov(alphas, betas, g, beta0)
         coeffs, predicted, damping_for = krylov.coeffs, krylov.predicted, krylov.damping_for
@@ -827,7 +829,7 @@ class _GaussNewtonRunner(_RobustRunner):
             events.append(
                 _Event(
                     self.steps,
-                    self.render(self._func_output()),
+                    self.render(None),
                     _state_copy(self.net) if self.keep_weights else None,
                 )
             )
@@ -845,10 +847,6 @@ class _GaussNewtonRunner(_RobustRunner):
                 self.next_target += 1
             events.append(self._event())
         return self._check_stop(events)
-
-    def _func_output(self) -> Tensor:
-        with torch.no_grad():
-            return _model_output(self.net, self.problem.x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1406,8 +1404,10 @@ class InteractiveDenoiser:
         def make_runner(direction: str, net_d: nn.Module, deadline: float) -> _Runner:
             params_d = [p for p in net_d.parameters() if p.is_floating_point()]
 
-            def render(y_train: Tensor) -> Tensor:
-                if full_is_train:
+            def render(y_train: Tensor | None) -> Tensor:
+                # The training output is the full image when no slices or crops were taken;
+                # None: apply the current weights.
+                if full_is_train and y_train is not None:
                     return y_train.detach()
                 return _apply(net_d, xb, batch_size)
 
