@@ -710,33 +710,20 @@ def simulate_dataset(
 
     i0 = DEFAULT_I0 if i0 is None else float(i0)
     sigma_e = DEFAULT_SIGMA_E if sigma_e is None else float(sigma_e)
-    ds = _check_options(
-        phantoms=phantoms,
-        real=real,
-        doses=doses,
-        realisations=realisations,
-        seed=seed,
-        i0=i0,
-        sigma_e=sigma_e,
-        kernel=kernel,
-        phantom_size=phantom_size,
-        fov_mm=float(fov_mm),
-        workers=workers,
-    )
+    common: dict[str, Any] = {
+        "phantoms": phantoms,
+        "real": real,
+        "realisations": realisations,
+        "seed": seed,
+        "i0": i0,
+        "sigma_e": sigma_e,
+        "kernel": kernel,
+        "phantom_size": phantom_size,
+        "fov_mm": float(fov_mm),
+    }
+    ds = _check_options(**common, doses=doses, workers=workers)
     geom = FanBeamGeometry() if geometry is None else geometry
-    options, slices = _plan(
-        phantoms=phantoms,
-        real=real,
-        doses=ds,
-        realisations=realisations,
-        seed=seed,
-        i0=i0,
-        sigma_e=sigma_e,
-        kernel=kernel,
-        geometry=geom,
-        phantom_size=phantom_size,
-        fov_mm=float(fov_mm),
-    )
+    options, slices = _plan(**common, doses=ds, geometry=geom)
     folder = Path(out).absolute()
     manifest = _open_folder(folder, _manifest(options, slices), resume=resume, overwrite=overwrite)
     records: list[dict[str, Any]] = manifest["slices"]
