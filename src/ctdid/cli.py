@@ -300,6 +300,15 @@ class RunMode(str, Enum):
     fast = "fast"
 
 
+class RunMethod(str, Enum):
+    did = "did"
+    blend = "blend"
+    iterate = "iterate"
+    interp = "interp"
+    tv = "tv"
+    bm3d = "bm3d"
+
+
 class PickTask(str, Enum):
     detect = "detect"
     match_noise = "match-noise"
@@ -329,6 +338,16 @@ def run(
             "side) or faithful (the paper's SGD and 1 % stop).",
         ),
     ] = RunMode.robust,
+    method: Annotated[
+        RunMethod,
+        typer.Option(
+            "--method",
+            help="What makes the candidates: did (fine-tuning, default) or a baseline: blend "
+            "(pixel blends input <-> default <-> t_low, as ASiR-V), iterate (the model applied "
+            "again), interp (weights interpolated toward DID's ends), tv or bm3d (classical "
+            "sweeps of the input). Same result folder for all.",
+        ),
+    ] = RunMethod.did,
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Candidates per direction.")
     ] = 8,
@@ -460,6 +479,7 @@ def run(
         on_first_candidate=start_viewer if view_result else None,
         out_dir=out,
         mode=mode.value,
+        method=method.value,
         k=k,
         n_candidates=candidates,
         seed=seed,
@@ -476,7 +496,10 @@ def run(
         model_info=model_info,
         input_info={"path": str(input.absolute()), "series": series, **vol.meta},
     )
-    out_console.print(candidate_table(summary))
+    title = "candidates, high resolution -> low noise"
+    if method is not RunMethod.did:
+        title = f"{method.value} (baseline) {title}"
+    out_console.print(candidate_table(summary, title=title))
     t = summary.timings
     if summary.already_done:
         out_console.print(

@@ -6,6 +6,7 @@ spacing in mm and spatial frequencies in cycles/mm.
 """
 
 from ctdid.metrics.choose import CandidateLabels, candidate_detectability, pick_candidate
+from ctdid.metrics.curves import curve_at, difference_at_equal_noise, noise_levels, side_range
 from ctdid.metrics.fidelity import psnr, rmse, ssim
 from ctdid.metrics.labels import (
     find_body_mask,
@@ -53,6 +54,8 @@ __all__ = [
     "cho_detectability",
     "circle_roi",
     "cnr",
+    "curve_at",
+    "difference_at_equal_noise",
     "disk_task_spectrum",
     "edge_mtf",
     "eye_filter",
@@ -62,6 +65,7 @@ __all__ = [
     "mtf_frequency",
     "mtf_from_esf",
     "noise_label",
+    "noise_levels",
     "noise_std",
     "nps_2d",
     "nps_from_difference",
@@ -75,6 +79,7 @@ __all__ = [
     "resolution_label",
     "rmse",
     "roi_stats",
+    "side_range",
     "skin_edge_mtf",
     "spectral_transfer",
     "ssim",

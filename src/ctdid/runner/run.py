@@ -44,6 +44,7 @@ from ctdid.volume import CTVolume
 
 __all__ = [
     "EXPORT_FORMATS",
+    "METHODS",
     "MODES",
     "PICK_TASKS",
     "RunProgress",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 MODES = ("robust", "faithful", "fast")
+#: Candidate makers of ``ctdid run --method``: the DID engine and its baselines.
+METHODS = ("did", "blend", "iterate", "interp", "tv", "bm3d")
 PICK_TASKS = ("detect", "match-noise", "sharpest-below")
 #: Export format names accepted by ``export`` -> (format of write_volume, file suffix).
 EXPORT_FORMATS: dict[str, tuple[str, str]] = {
@@ -367,6 +370,7 @@ def run_did(
     *,
     out_dir: str | Path,
     mode: str = "robust",
+    method: str = "did",
     k: int = 3,
     n_candidates: int = 8,
     seed: int = 0,
@@ -400,6 +404,14 @@ def run_did(
         ``overwrite``.
     mode : {"robust", "faithful", "fast"}, optional
         Engine mode, see :class:`ctdid.core.InteractiveDenoiser`. Default ``"robust"``.
+    method : {"did", "blend", "iterate", "interp", "tv", "bm3d"}, optional
+        What makes the candidates: the DID engine (default) or one of its baselines
+        (:class:`ctdid.baselines.BaselineDenoiser`: pixel blends x <-> y0 <-> t_low, the
+        iterates of the model, weights interpolated toward DID's end weights (DID runs in
+        ``mode`` first), or TV / BM3D sweeps of the input). Every method writes the same
+        result folder; ``run.json`` records it under ``config.method``. Baselines run each
+        slice of a volume on its own at the strengths ``0, +-i / n_candidates`` (``shared``
+        does not apply).
     k : int, optional
         Times the model is applied for the low-noise bound. Default 3.
     n_candidates : int, optional
@@ -493,6 +505,8 @@ def run_did(
         raise TypeError(f"volume must be a CTVolume, got {type(volume).__name__}")
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use {', '.join(METHODS)}")
     low, high = float(window[0]), float(window[1])
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise InputError(f"window must be LOW,HIGH with HIGH > LOW, got {window!r}")
@@ -511,20 +525,34 @@ def run_did(
             "overwrite starts it again)"
         )
     z = volume.shape[0]
-    per_slice = z > 1 and not shared
-    streamed = z > 1 and shared
+    baseline = method != "did"
+    per_slice = z > 1 and (baseline or not shared)
+    streamed = z > 1 and not per_slice
     eng_opts = dict(engine_options or {})
     eng_opts.pop("keep_weights", None)
+    engine: Any
     try:
-        engine = InteractiveDenoiser(
-            model,
-            mode=mode,  # type: ignore[arg-type]
-            k=k,
-            n_candidates=n_candidates,
-            seed=seed,
-            keep_weights=streamed,
-            **eng_opts,
-        )
+        if baseline:
+            from ctdid.baselines import BaselineDenoiser
+
+            engine = BaselineDenoiser(
+                model,
+                method=method,
+                k=k,
+                n_candidates=n_candidates,
+                spacing=tuple(volume.spacing[-2:]),
+                did_options={"mode": mode, "seed": seed, **eng_opts},
+            )
+        else:
+            engine = InteractiveDenoiser(
+                model,
+                mode=mode,  # type: ignore[arg-type]
+                k=k,
+                n_candidates=n_candidates,
+                seed=seed,
+                keep_weights=streamed,
+                **eng_opts,
+            )
     except (ValueError, TypeError) as exc:
         raise InputError(f"bad engine option: {exc}") from None
 
@@ -534,6 +562,7 @@ def run_did(
     model_desc = _model_description(model, model_info)
     config = {
         "mode": mode,
+        "method": method,
         "k": int(k),
         "n_candidates": int(n_candidates),
         "seed": int(seed),
@@ -591,7 +620,7 @@ def run_did(
     state = _RunState(writer, volume, reference, roi, start, progress)
     state.resuming = resuming and z > 1
     state.batch_size = int(batch_size)
-    total = None if mode == "faithful" else 1 + 2 * int(n_candidates)
+    total = None if mode == "faithful" and not baseline else 1 + 2 * int(engine.n_candidates)
     try:
         state.restore()
         if per_slice:
