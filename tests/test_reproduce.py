@@ -18,6 +18,7 @@ from ctdid.reproduce import (
     CLAIMS,
     REQUIRED_MODELS,
     CaseCheck,
+    check_beats_blend,
     check_cnr_rises,
     check_resolution_falls,
     check_smoothing,
@@ -102,6 +103,66 @@ def test_smoothing_over_and_under() -> None:
     assert not check_smoothing([0.0, 0.5], [12.0, 11.0], 0, expect="over", case="x").held
     with pytest.raises(ValueError):
         check_smoothing(s, over[:3], 2, expect="over", case="x")
+
+
+def _blend_case(**changes: Any) -> CaseCheck:
+    """DID and blend curves of one synthetic case: input noise 40 HU, default 20 HU, t_low 5."""
+    blend_noise = [40.0, 30.0, 20.0, 12.5, 5.0]
+    blend_rmse = [30.0, 24.0, 15.0, 14.0, 16.0]
+    did_noise = [35.0, 25.0, 20.0, 12.5, 8.0]
+    # below the blend on both sides (blend at 35: 27, at 25: 19.5; at 12.5: 14, at 8: 15.2)
+    did_rmse = [26.0, 19.0, 15.0, 13.5, 14.7]
+    kw: dict[str, Any] = dict(
+        did_noise=did_noise, did_rmse=did_rmse, blend_noise=blend_noise, blend_rmse=blend_rmse,
+        default_index_did=2, default_index_blend=2, input_noise=40.0, low_noise=5.0, case="c",
+    )  # fmt: skip
+    kw.update(changes)
+    return check_beats_blend(**kw)
+
+
+def test_beats_blend_held_and_not_held() -> None:
+    ok = _blend_case()
+    assert ok.held and ok.claim == "beats-blend" and ok.case == "c"
+    # both sides compared, DID lower on each, with the lowest RMSE of each curve and the default
+    assert "high: DID - blend -" in ok.numbers and "low: DID - blend -" in ok.numbers
+    assert "over 16 noise levels" in ok.numbers
+    assert "lowest RMSE DID 13.50 HU, blend 14.00 HU, default 15.00 HU" in ok.numbers
+    # 1 HU above the blend at every low-side candidate (the default itself is shared, so the
+    # curves meet there): the mean difference over the low side is well above 0.1 HU
+    worse = _blend_case(did_rmse=[26.0, 19.0, 15.0, 15.0, 16.2])
+    assert not worse.held and "high: DID - blend -" in worse.numbers
+    low = worse.numbers.split("low: DID - blend ")[1].split(" HU")[0]
+    assert 0.5 < float(low) < 1.0
+    # the tolerance: 0.05 HU worse everywhere but at the default holds, 0.2 HU does not
+    blend_at = np.array([27.0, 19.5, 15.0, 14.0, 15.2])  # the blend at DID's noise levels
+    not_default = np.arange(5) != 2
+    assert _blend_case(did_rmse=blend_at + 0.05 * not_default).held
+    assert not _blend_case(did_rmse=blend_at + 0.2 * not_default).held
+    assert _blend_case(did_rmse=blend_at + 0.2 * not_default, tol=0.2).held
+    # each side uses its own candidates only: a high-side candidate that is (wrongly) less
+    # noisy than the default and far off does not enter the low side's comparison
+    swapped = _blend_case(did_noise=[35.0, 10.0, 20.0, 12.5, 8.0],
+                          did_rmse=[26.0, 40.0, 15.0, 13.5, 14.7])  # fmt: skip
+    assert swapped.held, swapped.numbers
+
+
+def test_beats_blend_ignores_a_side_without_common_noise() -> None:
+    # DID's low side never gets below the default's noise: only the high side is compared
+    flat_low = _blend_case(did_noise=[35.0, 25.0, 20.0, 20.0, 20.0],
+                           did_rmse=[26.0, 19.0, 15.0, 30.0, 30.0])  # fmt: skip
+    assert flat_low.held and "low: no common noise level" in flat_low.numbers
+    assert "high: DID - blend -" in flat_low.numbers
+    # ... and a side that is ignored does not hide a failure on the other one
+    bad_high = _blend_case(did_noise=[35.0, 25.0, 20.0, 20.0, 20.0],
+                           did_rmse=[29.0, 21.0, 15.0, 14.0, 15.0])  # fmt: skip
+    assert not bad_high.held
+    # no side compared at all: no evidence, not held
+    none = _blend_case(did_noise=[20.0, 20.0, 20.0, 20.0, 20.0])
+    assert not none.held and none.numbers.count("no common noise level") == 2
+    with pytest.raises(ValueError):
+        _blend_case(default_index_did=5)
+    with pytest.raises(ValueError):
+        _blend_case(did_rmse=[1.0, 2.0])
 
 
 def test_summarise_verdicts() -> None:
@@ -239,6 +300,14 @@ def test_chain_checks_the_experiments_the_paper_describes(full_chain: Any) -> No
     assert any("unet-d50" in c.case for c in under.cases)
     assert not any("unet-d50" in c.case for c in over.cases)
     assert any(c.case.startswith("real L067") for c in over.cases)
+    # every DID stack (all have a reference) is checked against its pixel blend, once
+    blend = next(cl for cl in res.claims if cl.key == "beats-blend")
+    stacks = int(res.report.read_text().split("| DID stacks | ")[1].split(" in ")[0])
+    assert len(blend.cases) == stacks == len({c.case.split(": ", 1)[1] for c in blend.cases})
+    assert any(c.case.startswith("Fig. 5: unet-d25 on simulated abdomen") for c in blend.cases)
+    assert any(c.case.startswith("real L506: ") for c in blend.cases)
+    assert any(c.case.startswith("real L067: ") for c in blend.cases)
+    assert all("high: " in c.numbers and "low: " in c.numbers for c in blend.cases)
     sections = {s.key: s for s in res.sections}
     assert set(sections) == {"fig2", "fig3", "fig4", "fig5", "fig6", "fig78", "real-l506",
                              "real-l067"}  # fmt: skip

@@ -299,6 +299,7 @@ def bm3d_stack(
     t_low: ArrayLike,
     spacing: float | Sequence[float],
     n_candidates: int = 4,
+    n_low: int | None = None,
     max_factor: float = 2.0,
     default: ArrayLike | None = None,
     body: ArrayLike | None = None,
@@ -318,7 +319,10 @@ def bm3d_stack(
     n_candidates : int, optional
         Candidates per side. Default 4 (BM3D takes several seconds per 512 x 512 slice).
         High side: noise factors ``1 - i/n`` (the last is the input); low side:
-        ``1 + (max_factor - 1) i / n``.
+        ``1 + (max_factor - 1) i / n_low``.
+    n_low : int, optional
+        Candidates on the low side, if not ``n_candidates`` (BM3D at its estimated noise is
+        often already about as smooth as ``t_low``, so fewer are needed there).
     max_factor : float, optional
         Noise STD factor of the low-side end, > 1. Default 2.
     default : array_like, optional
@@ -345,9 +349,9 @@ def bm3d_stack(
     regs = _regions(where, _spacing(spacing), mask, regions)
     psd = estimate_noise_psd(xi, regs)
     n = int(n_candidates)
-    grid = [i / n for i in range(1, n + 1)]
-    high_f = [1.0 - a for a in grid]
-    low_f = [1.0 + (max_factor - 1.0) * a for a in grid]
+    nl = n if n_low is None else int(n_low)
+    high_f = [1.0 - i / n for i in range(1, n + 1)]
+    low_f = [1.0 + (max_factor - 1.0) * i / nl for i in range(1, nl + 1)]
     return make_stack(
         high=[bm3d_denoise(xi, psd=psd, factor=f, profile=profile) for f in high_f],
         default=bm3d_denoise(xi, psd=psd, factor=1.0, profile=profile),

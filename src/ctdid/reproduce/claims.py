@@ -1,7 +1,8 @@
 """The paper's claims as checks on numbers, and their summary as HELD / NOT HELD.
 
 Each ``check_*`` function takes the measurements of one candidate stack (ordered from the
-high-resolution end to the low-noise end, as :class:`ctdid.core.CandidateStack`) and returns a
+high-resolution end to the low-noise end, as :class:`ctdid.core.CandidateStack`; for
+:func:`check_beats_blend` also those of the pixel-blend stack of the same input) and returns a
 :class:`CaseCheck`: whether the claim holds on that case and the numbers that say so.
 :func:`summarise` folds the cases of each claim into one :class:`Claim` row of the report: HELD
 when every case holds, NOT HELD (with the failing cases and a likely reason) otherwise, NOT
@@ -22,6 +23,7 @@ __all__ = [
     "CLAIMS",
     "CaseCheck",
     "Claim",
+    "check_beats_blend",
     "check_cnr_rises",
     "check_resolution_falls",
     "check_smoothing",
@@ -64,6 +66,13 @@ CLAIMS: dict[str, tuple[str, str]] = {
         "high-resolution end to the low-noise end.",
         "the denoiser keeps high-contrast edges (edge-preserving), so the TTF of a 300 HU insert "
         "barely changes along the curve and noise in the ESF decides the order.",
+    ),
+    "beats-blend": (
+        "DID candidates are at least as good as a pixel blend at equal noise.",
+        "the fine-tuned weights trade noise for resolution no better than a pixel blend of the "
+        "same three images (x, the default, t_low; the ASiR-V-style percentage blend every CT "
+        "user has for free): toward t_high the network re-learns the input's noise and detail "
+        "together; toward t_low it blurs edges faster than its noise falls.",
     ),
 }
 
@@ -127,6 +136,11 @@ def _values(values: ArrayLike, name: str) -> np.ndarray:
     if arr.size < 2:
         raise ValueError(f"{name} needs at least two candidates, got {arr.size}")
     return arr
+
+
+def _lowest(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.min()) if finite.size else float("nan")
 
 
 def _fmt_list(values: np.ndarray, spec: str) -> str:
@@ -299,6 +313,95 @@ def check_smoothing(
     )
     held = bool(bool(side[best]) and gain >= min_gain_hu)
     return CaseCheck(key, case, held, "; ".join(parts))
+
+
+def check_beats_blend(
+    did_noise: ArrayLike,
+    did_rmse: ArrayLike,
+    blend_noise: ArrayLike,
+    blend_rmse: ArrayLike,
+    *,
+    default_index_did: int,
+    default_index_blend: int,
+    input_noise: float,
+    low_noise: float,
+    case: str,
+    tol: float = 0.1,
+) -> CaseCheck:
+    """Claim ``"beats-blend"``: DID's RMSE at equal noise is no worse than the pixel blend's.
+
+    Each side of the default is compared on its own: ``"high"`` with the candidates from the
+    high-resolution end up to the default (noise between the default's and ``input_noise``),
+    ``"low"`` with those from the default to the low-noise end (noise between ``low_noise``
+    and the default's). On each side the mean of ``RMSE_DID - RMSE_blend`` is taken over
+    noise levels both curves reach (:func:`ctdid.metrics.difference_at_equal_noise`, linear
+    interpolation in noise). A side where the curves share no noise level is left out. The
+    case holds when at least one side was compared and on every compared side the mean
+    difference is at most ``tol``.
+
+    Parameters
+    ----------
+    did_noise, did_rmse : array_like
+        Noise (e.g. flat-region STD) and RMSE vs the reference of each DID candidate, HU,
+        high-resolution end first.
+    blend_noise, blend_rmse : array_like
+        The same for the blend candidates of the same input, default and t_low.
+    default_index_did, default_index_blend : int
+        Index of the default in each curve.
+    input_noise, low_noise : float
+        Noise of the input (t_high) and of t_low, HU.
+    case : str
+        Label of the case.
+    tol : float, optional
+        How much higher (HU) DID's mean RMSE may be than the blend's on a side. Default 0.1.
+
+    Returns
+    -------
+    CaseCheck
+    """
+    from ctdid.metrics import difference_at_equal_noise, side_range
+
+    dn, dr = _values(did_noise, "did_noise"), _values(did_rmse, "did_rmse")
+    bn, br = _values(blend_noise, "blend_noise"), _values(blend_rmse, "blend_rmse")
+    if dn.size != dr.size or bn.size != br.size:
+        raise ValueError(
+            f"noise and RMSE differ in length: DID {dn.size}/{dr.size}, blend {bn.size}/{br.size}"
+        )
+    d, b = int(default_index_did), int(default_index_blend)
+    if not (0 <= d < dn.size and 0 <= b < bn.size):
+        raise ValueError(
+            f"default index out of range: DID {d} of {dn.size}, blend {b} of {bn.size}"
+        )
+    sides: tuple[tuple[Literal["high", "low"], slice, slice], ...] = (
+        ("high", slice(0, d + 1), slice(0, b + 1)),  # high-resolution end .. default
+        ("low", slice(d, None), slice(b, None)),  # default .. low-noise end
+    )
+    parts: list[str] = []
+    verdicts: list[bool] = []
+    for side, did_idx, blend_idx in sides:
+        within = side_range(
+            side,
+            input_noise=float(input_noise),
+            default_noise=float(dn[d]),
+            low_noise=float(low_noise),
+        )
+        diff, n = float("nan"), 0
+        a_n, a_r, b_n, b_r = dn[did_idx], dr[did_idx], bn[blend_idx], br[blend_idx]
+        ok_a, ok_b = np.isfinite(a_n) & np.isfinite(a_r), np.isfinite(b_n) & np.isfinite(b_r)
+        if ok_a.any() and ok_b.any():
+            diff, n = difference_at_equal_noise(
+                a_n[ok_a], a_r[ok_a], b_n[ok_b], b_r[ok_b], within=within
+            )
+        if n == 0 or not math.isfinite(diff):
+            parts.append(f"{side}: no common noise level")
+            continue
+        verdicts.append(diff <= tol)
+        parts.append(f"{side}: DID - blend {diff:+.2f} HU over {n} noise levels")
+    parts.append(
+        f"lowest RMSE DID {_lowest(dr):.2f} HU, blend {_lowest(br):.2f} HU, default {dr[d]:.2f} HU"
+    )
+    held = bool(verdicts) and all(verdicts)
+    return CaseCheck("beats-blend", case, held, "; ".join(parts))
 
 
 def summarise(checks: Sequence[CaseCheck], *, not_checked: dict[str, str] | None = None) -> list[

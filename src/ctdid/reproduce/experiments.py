@@ -3,7 +3,9 @@
 Every experiment runs the chain from scratch: simulate (or read) the input, load a *shipped*
 denoiser (never trained here), run the DID engine, measure each candidate and check the
 paper's claims (:mod:`ctdid.reproduce.claims`). Each returns a :class:`Section` of the report
-with its tables, figures and checks.
+with its tables, figures and checks. Every DID stack is also compared, at equal noise, with the
+pixel blend of its own input, default and t_low (:func:`ctdid.baselines.blend_stack`, claim
+``"beats-blend"``), one case per stack in the section that made it.
 
 Simulated inputs: a procedural abdomen slice (:func:`ctdid.sim.abdomen_phantom`, known liver
 lesions and flat ROI) and a resolution phantom (:func:`ctdid.sim.mtf_phantom`), both over a
@@ -38,6 +40,7 @@ from numpy.typing import NDArray
 from ctdid.reproduce import figures
 from ctdid.reproduce.claims import (
     CaseCheck,
+    check_beats_blend,
     check_cnr_rises,
     check_resolution_falls,
     check_smoothing,
@@ -45,6 +48,7 @@ from ctdid.reproduce.claims import (
 )
 
 __all__ = [
+    "BLEND_CANDIDATES",
     "DOSE_MODELS",
     "FOV_MM",
     "MAIN_MODEL",
@@ -85,9 +89,23 @@ REAL_DOSES = (0.5, 0.25, 0.125)
 #: there so that inserted quarter-dose noise on the L506 full dose has the std of Mayo's own
 #: L506 quarter dose. (The simulator's default I0 would give about 1.8x that noise.)
 REAL_I0 = 2.8e5
+#: Blend candidates per side of the pixel-blend baseline that every DID stack is compared with
+#: (claim ``"beats-blend"``): strengths in steps of 1/16, so that its curve is fine.
+BLEND_CANDIDATES = 16
 #: Display window in HU.
 WINDOW = (-160.0, 240.0)
 _BASE_DOSE = 0.25
+#: Case label prefix per section (claim "beats-blend").
+_CASE_PREFIX = {
+    "fig2": "Fig. 2",
+    "fig3": "Fig. 3",
+    "fig4": "Fig. 4",
+    "fig5": "Fig. 5",
+    "fig6": "Fig. 6",
+    "fig78": "Figs. 7-8",
+    "real-l506": "real L506",
+    "real-l067": "real L067",
+}
 _MAYO_PIXEL_MM = 0.7
 _MAYO_SHAPE = (512, 512)
 
@@ -553,6 +571,10 @@ class Experiments:
         self.log: Log = log if log is not None else (lambda msg: None)
         self._sim: dict[int, _SimCase] = {}
         self._curves: dict[tuple[str, str], Curve] = {}
+        # the pixel blend of each DID stack (same x, default, t_low), measured as its curve,
+        # with the noise of t_high and t_low; and the stacks not yet checked against it
+        self._blends: dict[tuple[str, str], tuple[Curve, float, float]] = {}
+        self._unchecked: list[tuple[str, str]] = []
         self.n_stacks = 0
         self.engine_seconds = 0.0
 
@@ -584,7 +606,37 @@ class Experiments:
             self._curves[(model, key)] = measure(
                 stack, scene, label=f"{model} on {scene.name}", keep_images=True
             )
+            self._blends[(model, key)] = self._blend(stack, scene)
+            self._unchecked.append((model, key))
         return self._curves[(model, key)]
+
+    def _blend(self, stack: Any, scene: Scene) -> tuple[Curve, float, float]:
+        """The pixel blend of a DID stack's x, default and t_low, measured as the DID curve,
+        with the noise of t_high and of t_low."""
+        from ctdid.baselines import blend_stack
+
+        blend = blend_stack(stack.t_high, stack.default.image, stack.t_low,
+                            n_candidates=BLEND_CANDIDATES, body=stack.body)  # fmt: skip
+        cur = measure(blend, scene, label=f"pixel blend on {scene.name}")
+        return cur, _std(stack.t_high, scene), _std(stack.t_low, scene)
+
+    def blend_checks(self, prefix: str) -> list[CaseCheck]:
+        """Claim ``"beats-blend"`` on every DID stack made since the last call, one case each.
+
+        Each stack's candidates are compared at equal noise with the pixel blend of its own
+        input, default and t_low (:data:`BLEND_CANDIDATES` per side), both measured with the
+        same noise (STD over the scene's flat regions) and RMSE (vs the scene's reference)."""
+        out = []
+        for mk in self._unchecked:
+            cur = self._curves[mk]
+            blend, in_noise, low_noise = self._blends[mk]
+            out.append(check_beats_blend(
+                cur.std_hu, cur.rmse_hu, blend.std_hu, blend.rmse_hu,
+                default_index_did=cur.default_index, default_index_blend=blend.default_index,
+                input_noise=in_noise, low_noise=low_noise, case=f"{prefix}: {cur.label}",
+            ))  # fmt: skip
+        self._unchecked.clear()
+        return out
 
     def sim(self, seed: int) -> _SimCase:
         """The simulated abdomen slice of a seed (made once)."""
@@ -1102,6 +1154,8 @@ class Experiments:
                    self.real_l506, self.real_l067):  # fmt: skip
             t0 = time.perf_counter()
             sec = fn()
+            # every stack made in this section (all have a reference) against its pixel blend
+            sec.checks += self.blend_checks(_CASE_PREFIX.get(sec.key, sec.key))
             sec.seconds = time.perf_counter() - t0
             if sec.skipped:
                 self.log(f"skipped {sec.title}: {sec.skipped}")
