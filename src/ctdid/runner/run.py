@@ -635,7 +635,8 @@ def run_did(
         ordered = [writer.records[i] for i in writer.order()]
         _write_metrics(folder / "metrics.csv", ordered)
         extra_points = dict(state.extra_labels)
-        _write_figures(state, ordered, extra_points, model_desc, mode, (low, high))
+        label = f"DID, {mode} mode" if method == "did" else f"{method} baseline (no DID)"
+        _write_figures(state, ordered, extra_points, model_desc, label, (low, high))
         figures_s = time.perf_counter() - t_fig
         t_exp = time.perf_counter()
         picked = None
@@ -654,6 +655,7 @@ def run_did(
                 tag=pick or "default",
                 model_desc=model_desc,
                 mode=mode,
+                method=method,
                 k=int(k),
                 seed=int(seed),
                 window=(low, high),
@@ -1172,7 +1174,7 @@ def _write_figures(
     ordered: Sequence[CandidateRecord],
     extra_points: Mapping[str, Mapping[str, float]],
     model_desc: Mapping[str, Any],
-    mode: str,
+    label: str,
     window: tuple[float, float],
 ) -> None:
     from ctdid.runner.figures import plot_montage, plot_tradeoff
@@ -1185,7 +1187,7 @@ def _write_figures(
         panels.append((np.array(img), rec.strength, rec.direction, rec.labels))
     z = state.volume.shape[0]
     where = f", slice {zi + 1}/{z}" if z > 1 else ""
-    title = f"ctdid DID, model {model_desc.get('name')}, {mode} mode{where}"
+    title = f"ctdid {label}, model {model_desc.get('name')}{where}"
     plot_montage(panels, folder / "montage.png", window=window, title=title, overwrite=True)
     default_pos = next(i for i, r in enumerate(ordered) if r.direction == "default")
     plot_tradeoff(
@@ -1276,6 +1278,7 @@ def _export(
     tag: str,
     model_desc: Mapping[str, Any],
     mode: str,
+    method: str,
     k: int,
     seed: int,
     window: tuple[float, float],
@@ -1289,11 +1292,17 @@ def _export(
     sha = model_desc.get("weights_sha256")
     vol = volume.with_hu(image, ctdid_candidate=rec.id, ctdid_strength=rec.strength)
     stem = f"{tag}_s{rec.strength:+.2f}"
-    description = f"ctdid DID {name} {mode} s={rec.strength:+.2f}"
+    what = f"DID {mode}" if method == "did" else method
+    description = f"ctdid {what} {name} s={rec.strength:+.2f}"
+    how = (
+        f"Deep Interactive Denoiser, {mode} mode"
+        if method == "did"
+        else f"{method} baseline (no fine-tuning)"
+    )
     derivation = (
-        f"Denoised by ctdid {__version__} Deep Interactive Denoiser, model {name}"
+        f"Denoised by ctdid {__version__}, model {name}"
         + (f" (weights sha256 {sha})" if sha else "")
-        + f", {mode} mode, strength {rec.strength:+.3f} ({rec.direction}, candidate {rec.id})"
+        + f", {how}, strength {rec.strength:+.3f} ({rec.direction}, candidate {rec.id})"
         + (f", picked for task {tag}" if tag != "default" else ", default candidate")
     )
     params = {
@@ -1301,6 +1310,7 @@ def _export(
         "model": name,
         "weights_sha256": sha,
         "mode": mode,
+        "method": method,
         "k": k,
         "seed": seed,
         "strength": round(rec.strength, 6),

@@ -469,8 +469,12 @@ def _export(
         volume = CTVolume(hu=image, spacing=reader.spacing, meta=meta)
     model = reader.doc.get("model") if isinstance(reader.doc.get("model"), dict) else {}
     model_name = str(model.get("name", "model")) if model else "model"
+    config = reader.doc.get("config")
+    method = str(config.get("method", "did")) if isinstance(config, dict) else "did"
+    how = "Deep Interactive Denoiser" if method == "did" else f"{method} baseline (no DID)"
     params = {
         "tool": "ctdid view",
+        "method": method,
         "model": model_name,
         "weights_sha256": model.get("weights_sha256") if model else None,
         "strength": round(rec.strength, 6),
@@ -479,7 +483,7 @@ def _export(
         "task": task,
     }
     derivation = (
-        f"Denoised by ctdid {__version__} Deep Interactive Denoiser, model {model_name}, "
+        f"Denoised by ctdid {__version__} {how}, model {model_name}, "
         f"strength {rec.strength:+.3f} ({rec.direction}, candidate {rec.id})"
         + (f", picked in the viewer for task {task}" if task else ", exported from the viewer")
     )
@@ -489,7 +493,8 @@ def _export(
         format=wfmt,
         overwrite=overwrite,
         window=(low, high),
-        description=f"ctdid DID {model_name} s={rec.strength:+.2f}",
+        description=f"ctdid {'DID' if method == 'did' else method} {model_name} "
+        f"s={rec.strength:+.2f}",
         derivation=derivation,
         params=params,
     )
