@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from ctdid.core import HUAdapter, InteractiveDenoiser
 from ctdid.errors import InputError, OutputExistsError
@@ -22,26 +21,11 @@ from ctdid.results import ResultReader
 from ctdid.runner import RunProgress, run_did
 from ctdid.sim import abdomen_phantom
 from ctdid.volume import CTVolume
+from smoother_model import Smoother
 
 torch.set_num_threads(1)
 
 N_CAND = 3
-
-
-class Smoother(nn.Module):
-    """A fixed 5x5 Gaussian smoothing convolution in network units."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 5, padding=2, padding_mode="replicate")
-        g = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2.0)
-        k = torch.outer(g, g)
-        with torch.no_grad():
-            self.conv.weight.copy_((k / k.sum())[None, None])
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
 
 def make_model() -> HUAdapter:

@@ -6,29 +6,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from torch import nn
 
 from ctdid.core import HUAdapter
+from smoother_model import Smoother
 
 torch.set_num_threads(1)
 
 SIZE = 96
-
-
-class Smoother(nn.Module):
-    """A 5x5 Gaussian convolution (trainable), in network units."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 5, padding=2, padding_mode="replicate")
-        g = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2.0)
-        k = torch.outer(g, g)
-        with torch.no_grad():
-            self.conv.weight.copy_((k / k.sum())[None, None])
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ctdid.baselines import blend
 from ctdid.core import HUAdapter, InteractiveDenoiser
@@ -17,20 +16,9 @@ from ctdid.errors import InputError
 from ctdid.results import ResultReader
 from ctdid.runner import run_did
 from ctdid.volume import CTVolume
+from smoother_model import Smoother
 
 torch.set_num_threads(1)
-
-
-class Smoother(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="replicate")
-        with torch.no_grad():
-            self.conv.weight.fill_(1.0 / 9.0)
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
 
 def _volume(z: int) -> CTVolume:

@@ -128,27 +128,18 @@ class BaselineDenoiser:
         ``callback`` is called with each candidate, the default first, then each side from
         the default outward (high side first).
         """
-        gen = self.iter_candidates(x, body=body)
-        while True:
-            try:
-                cand = next(gen)
-            except StopIteration as stop:
-                result: CandidateStack = stop.value
-                return result
-            if callback is not None:
+        stack = self.stack(x, body=body)
+        if callback is not None:
+            for cand in _stream_order(stack):
                 callback(cand)
+        return stack
 
     def iter_candidates(
         self, x: ArrayLike, *, body: ArrayLike | None = None
     ) -> Generator[Candidate, None, CandidateStack]:
         """Yield the candidates (default first); the generator returns the stack."""
         stack = self.stack(x, body=body)
-        d = stack.default_index
-        yield stack.candidates[d]
-        for i in range(d - 1, -1, -1):
-            yield stack.candidates[i]
-        for i in range(d + 1, len(stack)):
-            yield stack.candidates[i]
+        yield from _stream_order(stack)
         return stack
 
     def stack(self, x: ArrayLike, *, body: ArrayLike | None = None) -> CandidateStack:
@@ -194,3 +185,9 @@ class BaselineDenoiser:
             peak_memory_bytes=st.peak_memory_bytes, memory_method=st.memory_method,
             info=st.info,
         )  # fmt: skip
+
+
+def _stream_order(stack: CandidateStack) -> list[Candidate]:
+    """The default, then the high side from the default outward, then the low side."""
+    d = stack.default_index
+    return [stack.candidates[d], *reversed(stack.candidates[:d]), *stack.candidates[d + 1 :]]
