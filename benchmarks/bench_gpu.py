@@ -154,7 +154,7 @@ def curve_distance(ref: CandidateStack, other: CandidateStack) -> tuple[float, f
 def time_curves(
     model: nn.Module, x: np.ndarray, device: torch.device, mode: str, runs: int
 ) -> dict[str, Any]:
-    engine = InteractiveDenoiser(model, mode=mode, device=device)  # type: ignore[arg-type]
+    engine = InteractiveDenoiser(model, mode=mode, device=device)
     engine.run(x)  # warm-up: kernels, allocator
     times, stack = [], None
     for _ in range(runs):

@@ -366,4 +366,3 @@ def test_cli_reproduce_passes_options(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "NOT CHECKED" in res.output and "plain-d25" in res.output
     help_text = CliRunner().invoke(app, ["reproduce", "--help"]).output
     assert "--quick" in help_text and "--size" in help_text
-

@@ -156,11 +156,8 @@ def run_demo(
     OutputExistsError
         If ``out`` holds files and ``overwrite`` is false.
     """
-    from ctdid.io import read_volume, write_volume
-    from ctdid.models import available_models, load_model
+    from ctdid.models import available_models
     from ctdid.models import loading as _loading
-    from ctdid.runner import run_did
-    from ctdid.runner.console import candidate_table
 
     con = console if console is not None else Console(highlight=False)
     folder = Path(out).absolute()
@@ -173,6 +170,46 @@ def run_demo(
 
     con.print(f"ctdid demo: simulating a quarter-dose abdomen scan ({size} x {size} px) ...")
     scan = simulate_demo_scan(size=size, seed=seed)
+    input_dir = _write_scans(scan, folder, overwrite=overwrite, seed=seed, size=size)
+    _describe(scan, input_dir, con)
+
+    wdir = Path(_loading.SHIPPED_WEIGHTS_DIR if weights_dir is None else weights_dir)
+    if model not in available_models(weights_dir=wdir):
+        con.print(
+            f"[bold yellow]The shipped model {model!r} is not installed[/] (no {model}.safetensors "
+            f"with {model}.card.yaml in {wdir}). The demo stops here: ctdid does not run DID "
+            "with an untrained or substitute network.\n"
+            f"To continue with your own denoiser: ctdid run {input_dir} --model SPEC "
+            f"--weights FILE --reference {folder / 'normal_dose_dicom'} --out {folder / 'result'}"
+        )
+        return None
+
+    summary = _denoise(
+        scan,
+        folder,
+        con,
+        model=model,
+        wdir=wdir,
+        overwrite=overwrite,
+        seed=seed,
+        n_candidates=n_candidates,
+    )
+    total = time.perf_counter() - t_start
+    con.print(
+        f"simulation {sum(scan.seconds.values()):.1f} s, DID {summary.timings['engine']:.1f} s "
+        f"(first candidate after {summary.timings['first_candidate']:.1f} s), total {total:.1f} s"
+    )
+    con.print(
+        f"files: {summary.folder} (run.json, metrics.csv, montage.png, tradeoff.png, "
+        f"candidates/); input DICOM {input_dir}; normal dose {folder / 'normal_dose_dicom'}"
+    )
+    return summary
+
+
+def _write_scans(scan: DemoScan, folder: Path, *, overwrite: bool, seed: int, size: int) -> Path:
+    """Write the quarter and normal dose as DICOM series; return the input's folder."""
+    from ctdid.io import write_volume
+
     input_dir = folder / "input_dicom"
     for vol, target, what in (
         (scan.low_dose, input_dir, "quarter dose"),
@@ -187,19 +224,27 @@ def run_demo(
             derivation=f"simulated by ctdid demo: procedural abdomen phantom, fan-beam {what} scan",
             params={"demo": "abdomen", "seed": seed, "size": size, "dose": vol.meta["dose"]},
         )
-    _describe(scan, input_dir, con)
+    return input_dir
 
-    wdir = Path(_loading.SHIPPED_WEIGHTS_DIR if weights_dir is None else weights_dir)
-    if model not in available_models(weights_dir=wdir):
-        con.print(
-            f"[bold yellow]The shipped model {model!r} is not installed[/] (no {model}.safetensors "
-            f"with {model}.card.yaml in {wdir}). The demo stops here: ctdid does not run DID "
-            "with an untrained or substitute network.\n"
-            f"To continue with your own denoiser: ctdid run {input_dir} --model SPEC "
-            f"--weights FILE --reference {folder / 'normal_dose_dicom'} --out {folder / 'result'}"
-        )
-        return None
 
+def _denoise(
+    scan: DemoScan,
+    folder: Path,
+    con: Console,
+    *,
+    model: str,
+    wdir: Path,
+    overwrite: bool,
+    seed: int,
+    n_candidates: int,
+) -> Any:
+    """Read the written scans back, run DID into ``result/`` and print its candidates."""
+    from ctdid.io import read_volume
+    from ctdid.models import load_model
+    from ctdid.runner import run_did
+    from ctdid.runner.console import candidate_table
+
+    input_dir = folder / "input_dicom"
     denoiser = load_model(model, weights_dir=wdir)
     card = dict(denoiser.meta)
     low = read_volume(input_dir)
@@ -218,13 +263,4 @@ def run_demo(
         input_info={"path": str(input_dir), "demo": dict(scan.low_dose.meta)},
     )
     con.print(candidate_table(summary, title="candidates, high resolution -> low noise"))
-    total = time.perf_counter() - t_start
-    con.print(
-        f"simulation {sum(scan.seconds.values()):.1f} s, DID {summary.timings['engine']:.1f} s "
-        f"(first candidate after {summary.timings['first_candidate']:.1f} s), total {total:.1f} s"
-    )
-    con.print(
-        f"files: {summary.folder} (run.json, metrics.csv, montage.png, tradeoff.png, "
-        f"candidates/); input DICOM {input_dir}; normal dose {folder / 'normal_dose_dicom'}"
-    )
     return summary

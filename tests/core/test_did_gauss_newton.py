@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ctdid.core.candidates import Candidate
-from ctdid.core.did import InteractiveDenoiser, _Krylov
+from ctdid.core.did import InteractiveDenoiser
+from ctdid.core.did.gauss_newton import Krylov
 from no_forward_ad import WithoutForwardAD
 
 torch.set_num_threads(1)
@@ -94,14 +95,14 @@ def test_krylov_step_is_the_damped_gauss_newton_step() -> None:
     b = rng.normal(size=6)
     c = rng.normal(size=6)  # predicted progress of a step s is c . s
     basis, alphas, betas = lanczos(a, b, 6)
-    kr = _Krylov(alphas, betas, list(basis @ c), float(np.linalg.norm(b)))
+    kr = Krylov(alphas, betas, list(basis @ c), float(np.linalg.norm(b)))
     for lam in (1e-3, 1.0, 50.0, 1e4):
         step = basis.T @ kr.coeffs(lam).numpy()
         exact = np.linalg.solve(a + lam * np.eye(6), b)
         np.testing.assert_allclose(step, exact, rtol=1e-7, atol=1e-12)
         assert kr.predicted(lam) == pytest.approx(float(c @ exact), rel=1e-7)
     # damping_for inverts predicted (c = b makes the prediction fall monotonically with lam).
-    kr_b = _Krylov(alphas, betas, list(basis @ b), float(np.linalg.norm(b)))
+    kr_b = Krylov(alphas, betas, list(basis @ b), float(np.linalg.norm(b)))
     target = 0.3 * kr_b.predicted(kr_b.lam_min)
     assert kr_b.predicted(kr_b.damping_for(target)) == pytest.approx(target, rel=1e-6)
     # Beyond reach: the least-damped step.

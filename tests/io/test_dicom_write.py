@@ -786,6 +786,7 @@ def _factory():  # type: ignore[no-untyped-def]
 def test_round_trip_through_reader(tmp_path: Path) -> None:
     factory = _factory()
     from ctdid.io import dicom_read as reader
+
     hu = _phantom((5, 24, 30)).round()
     factory.make_ct_series(tmp_path / "src", hu, signed=False, bits_stored=12, shuffle=True)
     with warnings.catch_warnings():
@@ -807,6 +808,7 @@ def test_round_trip_through_reader(tmp_path: Path) -> None:
 def test_enhanced_ct_source(tmp_path: Path) -> None:
     factory = _factory()
     from ctdid.io import dicom_read as reader
+
     hu = _phantom((4, 16, 20)).round()
     src = factory.make_enhanced_ct(tmp_path / "src" / "enh.dcm", hu, per_frame_rescale=True)
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import ctdid.core.did as did_module
+import ctdid.core.did.generate as did_generate
 from ctdid.core import HUAdapter, InteractiveDenoiser, interpolate
 from ctdid.errors import InputError, OutputExistsError
 from ctdid.results import ResultReader, ResultWriter
@@ -154,7 +154,7 @@ def test_shared_memory_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """No candidate image (engine or runner) holds more than the training slices or a batch."""
     shapes: list[tuple[int, ...]] = []
 
-    class Recorded(did_module.Candidate):  # type: ignore[misc]
+    class Recorded(did_generate.Candidate):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             shapes.append(np.shape(self.image))
@@ -165,7 +165,7 @@ def test_shared_memory_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def no_run_volume(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("run_volume holds every candidate volume")
 
-    monkeypatch.setattr(did_module, "Candidate", Recorded)
+    monkeypatch.setattr(did_generate, "Candidate", Recorded)
     monkeypatch.setattr(ResultWriter, "add", no_add)
     monkeypatch.setattr(InteractiveDenoiser, "run_volume", no_run_volume)
     count = Counter(monkeypatch)

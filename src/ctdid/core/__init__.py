@@ -6,11 +6,12 @@ Nothing here reads or writes files, prints, or imports the other ctdid sub-packa
 from ctdid.core.adapter import HUAdapter
 from ctdid.core.body import body_mask
 from ctdid.core.candidates import Candidate, CandidateStack, interpolate
-from ctdid.core.did import InteractiveDenoiser
+from ctdid.core.did import DIDOptions, InteractiveDenoiser
 
 __all__ = [
     "Candidate",
     "CandidateStack",
+    "DIDOptions",
     "HUAdapter",
     "InteractiveDenoiser",
     "body_mask",

@@ -633,12 +633,8 @@ def _fallback_dz(s: _Slice) -> float | None:
     return None
 
 
-def _geometry(slices: list[_Slice], warn: list[str]) -> _Geometry:
-    _check_consistent(slices, warn)
-    direction = _orientation(slices, warn)
-    normal = direction[2]
-    n = len(slices)
-
+def _pixel_spacing(slices: list[_Slice], warn: list[str]) -> tuple[float, float]:
+    """(dy, dx) in mm: PixelSpacing, else ImagerPixelSpacing, else 1 mm (with a warning)."""
     ps = next((s.pixel_spacing for s in slices if s.pixel_spacing is not None), None)
     if ps is None or min(ps) <= 0:
         ips = _floats(slices[0].header.get("ImagerPixelSpacing"), 2)
@@ -648,54 +644,77 @@ def _geometry(slices: list[_Slice], warn: list[str]) -> _Geometry:
         else:
             ps = (1.0, 1.0)
             warn.append(f"no PixelSpacing in {slices[0].name()}; assuming 1 mm pixels")
-    dy, dx = float(ps[0]), float(ps[1])
+    return float(ps[0]), float(ps[1])
 
-    # Key to order the slices by, in mm along the normal where possible.
-    if all(s.ipp is not None for s in slices):
-        order_by = "ImagePositionPatient"
-        keys = np.array([float(normal @ s.ipp) for s in slices])
-    elif n == 1:
-        order_by = "none"
-        keys = np.zeros(1)
-    else:
-        lacking = [s for s in slices if s.ipp is None]
-        why = (
-            f"{len(lacking)} of {n} slices have no ImagePositionPatient "
-            f"(first: {lacking[0].name()})"
+
+def _order_keys(
+    slices: list[_Slice], normal: NDArray[np.float64], warn: list[str]
+) -> tuple[str, NDArray[np.float64]]:
+    """What the slices are ordered by, and each one's key (in mm along the normal if possible)."""
+    n = len(slices)
+    positions = [s.ipp for s in slices if s.ipp is not None]
+    if len(positions) == n:
+        return "ImagePositionPatient", np.array([float(normal @ p) for p in positions])
+    if n == 1:
+        return "none", np.zeros(1)
+    lacking = [s for s in slices if s.ipp is None]
+    why = f"{len(lacking)} of {n} slices have no ImagePositionPatient (first: {lacking[0].name()})"
+    if all(s.slice_location is not None for s in slices):
+        keys = np.array([float(s.slice_location) for s in slices])  # type: ignore[arg-type]
+        warn.append(f"{why}; ordering the slices by SliceLocation")
+        return "SliceLocation", keys
+    if all(s.instance_number is not None for s in slices):
+        keys = np.array([float(s.instance_number) for s in slices])  # type: ignore[arg-type]
+        warn.append(
+            f"{why} and no SliceLocation; ordering the slices by InstanceNumber, which may be wrong"
         )
-        if all(s.slice_location is not None for s in slices):
-            order_by = "SliceLocation"
-            keys = np.array([float(s.slice_location) for s in slices])  # type: ignore[arg-type]
-            warn.append(f"{why}; ordering the slices by SliceLocation")
-        elif all(s.instance_number is not None for s in slices):
-            order_by = "InstanceNumber"
-            keys = np.array([float(s.instance_number) for s in slices])  # type: ignore[arg-type]
-            warn.append(
-                f"{why} and no SliceLocation; ordering the slices by InstanceNumber, "
-                "which may be wrong"
+        return "InstanceNumber", keys
+    raise InputError(
+        f"cannot order the slices: {why}, and neither SliceLocation nor "
+        "InstanceNumber is in every file",
+        path=lacking[0].path,
+    )
+
+
+@dataclasses.dataclass
+class _Stack:
+    """Slices in order along the normal; ``keys[i]`` is the sort key of ``slices[i]``."""
+
+    slices: list[_Slice]
+    keys: NDArray[np.float64]
+    order_by: str
+
+    @property
+    def in_mm(self) -> bool:
+        """Whether the keys are positions in mm."""
+        return self.order_by in ("ImagePositionPatient", "SliceLocation")
+
+    @property
+    def unit(self) -> str:
+        """The unit of the keys, to append to a number in a message."""
+        return " mm" if self.in_mm else ""
+
+    def where(self, i: int) -> str:
+        """Where slice ``i`` lies, for a message."""
+        if self.order_by == "ImagePositionPatient":
+            return (
+                f"{_fmt(self.keys[i])} mm along the normal, position {_fmt_pos(self.slices[i].ipp)}"
             )
-        else:
-            raise InputError(
-                f"cannot order the slices: {why}, and neither SliceLocation nor "
-                "InstanceNumber is in every file",
-                path=lacking[0].path,
-            )
+        return f"{self.order_by} {_fmt(self.keys[i])}"
 
-    idx = sorted(range(n), key=lambda i: (keys[i], str(slices[i].path), slices[i].frame or 0))
-    slices = [slices[i] for i in idx]
-    keys = keys[idx]
 
-    in_mm = order_by in ("ImagePositionPatient", "SliceLocation")
-    unit = " mm" if in_mm else ""
+def _sorted_stack(slices: list[_Slice], keys: NDArray[np.float64], order_by: str) -> _Stack:
+    """The slices sorted by key, then file name and frame."""
+    idx = sorted(
+        range(len(slices)), key=lambda i: (keys[i], str(slices[i].path), slices[i].frame or 0)
+    )
+    return _Stack([slices[i] for i in idx], keys[idx], order_by)
 
-    def where(i: int) -> str:
-        s = slices[i]
-        if order_by == "ImagePositionPatient":
-            return f"{_fmt(keys[i])} mm along the normal, position {_fmt_pos(s.ipp)}"
-        return f"{order_by} {_fmt(keys[i])}"
 
-    # Duplicate positions: keep the slice with the lowest InstanceNumber, then file name.
-    tol = _DUPLICATE_TOL_MM if in_mm else 0.5
+def _duplicate_groups(stack: _Stack) -> tuple[list[int], list[list[int]]]:
+    """Indices of the slices to keep, one per position, and the groups of duplicates."""
+    slices, keys, n = stack.slices, stack.keys, len(stack.slices)
+    tol = _DUPLICATE_TOL_MM if stack.in_mm else 0.5
     keep: list[int] = []
     dup_groups: list[list[int]] = []
     i = 0
@@ -715,10 +734,17 @@ def _geometry(slices: list[_Slice], warn: list[str]) -> _Geometry:
         if len(members) > 1:
             dup_groups.append(members)
         i = j
+    return keep, dup_groups
+
+
+def _drop_duplicates(stack: _Stack, warn: list[str]) -> _Stack:
+    """The stack with one slice per position: the lowest InstanceNumber, then file name."""
+    slices = stack.slices
+    keep, dup_groups = _duplicate_groups(stack)
     for g in dup_groups[:_MAX_DETAILED]:
         names = ", ".join(slices[m].name() for m in g)
         warn.append(
-            f"duplicate slice position {where(g[0])} in {len(g)} slices: {names}; "
+            f"duplicate slice position {stack.where(g[0])} in {len(g)} slices: {names}; "
             f"keeping {slices[g[0]].name()}"
         )
     if len(dup_groups) > _MAX_DETAILED:
@@ -726,86 +752,116 @@ def _geometry(slices: list[_Slice], warn: list[str]) -> _Geometry:
             f"... and {len(dup_groups) - _MAX_DETAILED} more duplicate slice position(s); "
             f"{sum(len(g) - 1 for g in dup_groups)} duplicate slice(s) dropped in all"
         )
-    slices = [slices[k] for k in keep]
-    keys = keys[keep]
-    n = len(slices)
+    return _Stack([slices[k] for k in keep], stack.keys[keep], stack.order_by)
 
-    # Spacing along the normal.
-    dz: float | None = None
-    if n >= 2 and order_by != "InstanceNumber":
-        steps = np.diff(keys)
-        median = float(np.median(steps))
-        dz = median
-        gaps = [k for k in range(n - 1) if steps[k] > _GAP_FACTOR * median]
-        for k in gaps[:_MAX_DETAILED]:
-            missing = max(round(steps[k] / median) - 1, 1)
+
+def _median_step(stack: _Stack, warn: list[str]) -> float:
+    """The median step between slices, warning of gaps and of uneven steps."""
+    slices, unit, n = stack.slices, stack.unit, len(stack.slices)
+    steps = np.diff(stack.keys)
+    median = float(np.median(steps))
+    gaps = [k for k in range(n - 1) if steps[k] > _GAP_FACTOR * median]
+    for k in gaps[:_MAX_DETAILED]:
+        missing = max(round(steps[k] / median) - 1, 1)
+        warn.append(
+            f"missing slice(s) between slice {k} ({stack.where(k)}) and slice {k + 1} "
+            f"({stack.where(k + 1)}): gap {_fmt(steps[k])}{unit} is "
+            f"{steps[k] / median:.2f}x the median spacing {_fmt(median)}{unit}, "
+            f"about {missing} slice(s) missing; the slices are stacked without them"
+        )
+    if len(gaps) > _MAX_DETAILED:
+        warn.append(f"... and {len(gaps) - _MAX_DETAILED} more gap(s) in the slice positions")
+    regular = [k for k in range(n - 1) if k not in gaps]
+    if len(regular) >= 2:
+        kmin = min(regular, key=lambda k: steps[k])
+        kmax = max(regular, key=lambda k: steps[k])
+        lo, hi = float(steps[kmin]), float(steps[kmax])
+        if hi - lo > max(_UNIFORM_TOL_MM, _UNIFORM_TOL_REL * median):
             warn.append(
-                f"missing slice(s) between slice {k} ({where(k)}) and slice {k + 1} "
-                f"({where(k + 1)}): gap {_fmt(steps[k])}{unit} is "
-                f"{steps[k] / median:.2f}x the median spacing {_fmt(median)}{unit}, "
-                f"about {missing} slice(s) missing; the slices are stacked without them"
+                f"non-uniform slice spacing: min {_fmt(lo)}{unit} (between slices {kmin} "
+                f"and {kmin + 1}, {slices[kmin + 1].name()}), max {_fmt(hi)}{unit} "
+                f"(between slices {kmax} and {kmax + 1}, {slices[kmax + 1].name()}); "
+                f"using the median {_fmt(median)}{unit}"
             )
-        if len(gaps) > _MAX_DETAILED:
-            warn.append(f"... and {len(gaps) - _MAX_DETAILED} more gap(s) in the slice positions")
-        regular = [k for k in range(n - 1) if k not in gaps]
-        if len(regular) >= 2:
-            kmin = min(regular, key=lambda k: steps[k])
-            kmax = max(regular, key=lambda k: steps[k])
-            lo, hi = float(steps[kmin]), float(steps[kmax])
-            if hi - lo > max(_UNIFORM_TOL_MM, _UNIFORM_TOL_REL * median):
-                warn.append(
-                    f"non-uniform slice spacing: min {_fmt(lo)}{unit} (between slices {kmin} "
-                    f"and {kmin + 1}, {slices[kmin + 1].name()}), max {_fmt(hi)}{unit} "
-                    f"(between slices {kmax} and {kmax + 1}, {slices[kmax + 1].name()}); "
-                    f"using the median {_fmt(median)}{unit}"
-                )
+    return median
+
+
+def _slice_spacing(stack: _Stack, warn: list[str]) -> float:
+    """dz in mm: the median step, else SpacingBetweenSlices/SliceThickness, else 1."""
+    n = len(stack.slices)
+    dz: float | None = None
+    if n >= 2 and stack.order_by != "InstanceNumber":
+        dz = _median_step(stack, warn)
     if dz is None or dz <= 0:
-        fb = _fallback_dz(slices[0])
-        if order_by == "InstanceNumber" and n >= 2:
+        fb = _fallback_dz(stack.slices[0])
+        if stack.order_by == "InstanceNumber" and n >= 2:
             warn.append(
                 f"slice spacing unknown without positions; using "
                 f"{'SpacingBetweenSlices/SliceThickness ' + _fmt(fb) if fb else '1'} mm"
             )
         dz = fb if fb else 1.0
+    return float(dz)
 
-    # Gantry tilt: a header value, or slice positions not stepping along the normal.
+
+def _check_tilt(stack: _Stack, normal: NDArray[np.float64], warn: list[str]) -> None:
+    """Warn of gantry tilt: a header value, or slice positions not stepping along the normal."""
+    slices = stack.slices
     tilted = [s for s in slices if abs(s.gantry_tilt) > 1e-6]
     step_angle = 0.0
-    if order_by == "ImagePositionPatient" and n >= 2:
+    if stack.order_by == "ImagePositionPatient" and len(slices) >= 2:
         v = slices[-1].ipp - slices[0].ipp  # type: ignore[operator]
         norm_v = float(np.linalg.norm(v))
         if norm_v > 0:
             cos = min(abs(float(v @ normal)) / norm_v, 1.0)
             step_angle = math.degrees(math.acos(cos))
-    if tilted or step_angle > _TILT_TOL_DEG:
-        parts = []
-        if tilted:
-            parts.append(
-                f"GantryDetectorTilt {_fmt(tilted[0].gantry_tilt)}° in {len(tilted)} slice(s) "
-                f"(first: {tilted[0].name()})"
-            )
-        if step_angle > _TILT_TOL_DEG:
-            parts.append(
-                f"slice positions step at {step_angle:.2f}° to the slice normal "
-                f"(from {_fmt_pos(slices[0].ipp)} to {_fmt_pos(slices[-1].ipp)}); the volume "
-                "is stored unsheared, so positions away from the first slice are approximate"
-            )
-        else:
-            parts.append("slice positions follow the slice normal")
-        warn.append("gantry tilt: " + "; ".join(parts))
-
-    if slices[0].ipp is not None:
-        origin = tuple(float(v) for v in slices[0].ipp)
-    elif order_by == "SliceLocation":
-        origin = tuple(float(v) for v in normal * keys[0])
+    if not tilted and step_angle <= _TILT_TOL_DEG:
+        return
+    parts = []
+    if tilted:
+        parts.append(
+            f"GantryDetectorTilt {_fmt(tilted[0].gantry_tilt)}° in {len(tilted)} slice(s) "
+            f"(first: {tilted[0].name()})"
+        )
+    if step_angle > _TILT_TOL_DEG:
+        parts.append(
+            f"slice positions step at {step_angle:.2f}° to the slice normal "
+            f"(from {_fmt_pos(slices[0].ipp)} to {_fmt_pos(slices[-1].ipp)}); the volume "
+            "is stored unsheared, so positions away from the first slice are approximate"
+        )
     else:
-        origin = (0.0, 0.0, 0.0)
+        parts.append("slice positions follow the slice normal")
+    warn.append("gantry tilt: " + "; ".join(parts))
+
+
+def _origin(stack: _Stack, normal: NDArray[np.float64]) -> tuple[float, float, float]:
+    """Position of the first voxel: the first slice's ImagePositionPatient where known."""
+    first = stack.slices[0]
+    if first.ipp is not None:
+        point = first.ipp
+    elif stack.order_by == "SliceLocation":
+        point = normal * stack.keys[0]
+    else:
+        return (0.0, 0.0, 0.0)
+    x, y, z = (float(v) for v in point)
+    return (x, y, z)
+
+
+def _geometry(slices: list[_Slice], warn: list[str]) -> _Geometry:
+    """Order the slices along the normal and work out the voxel grid; oddities go to ``warn``."""
+    _check_consistent(slices, warn)
+    direction = _orientation(slices, warn)
+    normal = direction[2]
+    dy, dx = _pixel_spacing(slices, warn)
+    order_by, keys = _order_keys(slices, normal, warn)
+    stack = _drop_duplicates(_sorted_stack(slices, keys, order_by), warn)
+    dz = _slice_spacing(stack, warn)
+    _check_tilt(stack, normal, warn)
     return _Geometry(
-        slices=slices,
-        dz=float(dz),
+        slices=stack.slices,
+        dz=dz,
         dy=dy,
         dx=dx,
-        origin=origin,  # type: ignore[arg-type]
+        origin=_origin(stack, normal),
         direction=direction,
         order_by=order_by,
     )

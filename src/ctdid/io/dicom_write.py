@@ -31,6 +31,7 @@ how many voxels were clipped).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -550,19 +551,23 @@ def _frame_number(src: Dataset, src_class: str, multi_frame_uids: set[str]) -> i
     return frame if frame >= 1 else None
 
 
-def _derived_slices(
-    volume: CTVolume,
-    *,
-    series_description: str,
-    derivation_description: str,
-    output_key: str,
-    series_number: int | None,
-    window: tuple[float, float],
-    derivation_code: tuple[str, str, str] | None,
-) -> Iterator[tuple[Dataset, int]]:
-    from ctdid import __version__
+@dataclasses.dataclass(frozen=True)
+class _DerivedSeries:
+    """What all slices of a derived series share."""
 
-    headers = list(volume.dicom_headers or ())
+    source_key: str  # identifies the source series
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    series_number: int
+    now: _dt.datetime
+    multi_frame_uids: set[str]  # source instances that several slices are frames of
+
+
+def _derived_series(
+    headers: Sequence[Dataset], output_key: str, series_number: int | None
+) -> _DerivedSeries:
+    """UIDs, Series Number (default the source's plus 1000) and time of a derived series."""
     first = headers[0]
     src_series = _source_series_key(headers)
     series_uid = derive_uid("ctdid-series", src_series, output_key)
@@ -580,83 +585,140 @@ def _derived_slices(
     for h in headers:
         uid = _uid_of(h, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
         seen[uid] = seen.get(uid, 0) + 1
-    multi_frame_uids = {uid for uid, count in seen.items() if uid and count > 1}
+    return _DerivedSeries(
+        source_key=src_series,
+        series_uid=series_uid,
+        study_uid=study_uid,
+        frame_of_reference_uid=for_uid,
+        series_number=int(series_number),
+        now=now,
+        multi_frame_uids={uid for uid, count in seen.items() if uid and count > 1},
+    )
 
+
+def _photometric(src: Dataset) -> str:
+    """The source's Photometric Interpretation if monochrome, else MONOCHROME2."""
+    photometric = str(src.get("PhotometricInterpretation", "") or "").strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        photometric = "MONOCHROME2"
+    return photometric
+
+
+def _source_reference(
+    src: Dataset, src_class: str, src_uid: str, multi_frame_uids: set[str]
+) -> Dataset:
+    """The Source Image Sequence item that points at the source slice (and frame)."""
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = src_class
+    ref.ReferencedSOPInstanceUID = src_uid
+    frame = _frame_number(src, src_class, multi_frame_uids)
+    if frame is not None:
+        ref.ReferencedFrameNumber = frame
+    ref.PurposeOfReferenceCodeSequence = DicomSequence(
+        [_code_item("121322", "DCM", "Source image for image processing operation")]
+    )
+    return ref
+
+
+def _set_derivation_code(ds: Dataset, derivation_code: tuple[str, str, str] | None) -> None:
+    """Set a one-item Derivation Code Sequence when a code is given."""
+    if derivation_code is not None:
+        ds.DerivationCodeSequence = DicomSequence([_code_item(*derivation_code)])
+
+
+def _add_contributing_equipment(
+    ds: Dataset, now: _dt.datetime, derivation_description: str
+) -> None:
+    """Append ctdid to the Contributing Equipment Sequence of ``ds``."""
+    from ctdid import __version__
+
+    equipment = Dataset()
+    equipment.Manufacturer = "ctdid"
+    equipment.ManufacturerModelName = "ctdid"
+    equipment.SoftwareVersions = __version__
+    equipment.ContributionDateTime = _dt_value(now)
+    equipment.ContributionDescription = _truncate(derivation_description, 1024)
+    equipment.PurposeOfReferenceCodeSequence = DicomSequence(
+        [_code_item("109102", "DCM", "Processing Equipment")]
+    )
+    previous = list(ds.get("ContributingEquipmentSequence", []) or [])
+    ds.ContributingEquipmentSequence = DicomSequence([*previous, equipment])
+
+
+def _fill_geometry(ds: Dataset, volume: CTVolume, k: int) -> None:
+    """Set the geometry of slice ``k`` from the volume where the source header lacks it."""
+    if not ds.get("ImagePositionPatient"):
+        ds.ImagePositionPatient = [_ds(v) for v in volume.slice_position(k)]
+    if not ds.get("ImageOrientationPatient"):
+        ds.ImageOrientationPatient = [_ds(v) for v in (*volume.direction[0], *volume.direction[1])]
+    if not ds.get("PixelSpacing"):
+        ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
+
+
+def _set_lossy(ds: Dataset, lossy: str | None, lossy_method: str | None) -> None:
+    """Set Lossy Image Compression (see :func:`_lossy_state`); ratio and method only if lossy."""
+    for kw in (
+        "LossyImageCompression",
+        "LossyImageCompressionRatio",
+        "LossyImageCompressionMethod",
+    ):
+        if lossy != "01" and kw in ds:
+            del ds[kw]
+    if lossy is not None:
+        ds.LossyImageCompression = lossy
+        if lossy == "01" and lossy_method and "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = lossy_method
+
+
+def _derived_slices(
+    volume: CTVolume,
+    *,
+    series_description: str,
+    derivation_description: str,
+    output_key: str,
+    series_number: int | None,
+    window: tuple[float, float],
+    derivation_code: tuple[str, str, str] | None,
+) -> Iterator[tuple[Dataset, int]]:
+    """Each slice as a derived copy of its source header, with its number of clipped voxels."""
+    headers = list(volume.dicom_headers or ())
+    series = _derived_series(headers, output_key, series_number)
     for k, src in enumerate(headers):
         src_class = _uid_of(src, "SOPClassUID", "MediaStorageSOPClassUID") or CTImageStorage
         sop_class = CTImageStorage if src_class in _ENHANCED_CT_CLASSES else src_class
         src_uid = _uid_of(src, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
         pixel_repr = 1 if int(src.get("PixelRepresentation", 0) or 0) == 1 else 0
         slope, intercept, slope_s, intercept_s = _rescale(src, pixel_repr)
-        photometric = str(src.get("PhotometricInterpretation", "") or "").strip()
-        if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-            photometric = "MONOCHROME2"
+        photometric = _photometric(src)
         lossy, lossy_method = _lossy_state(src)
 
         ds = _copy_header(src)
         ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = derive_uid("ctdid-instance", src_series, src_uid, str(k), output_key)
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = for_uid
-        ds.SeriesNumber = int(series_number)
+        ds.SOPInstanceUID = derive_uid(
+            "ctdid-instance", series.source_key, src_uid, str(k), output_key
+        )
+        ds.StudyInstanceUID = series.study_uid
+        ds.SeriesInstanceUID = series.series_uid
+        ds.FrameOfReferenceUID = series.frame_of_reference_uid
+        ds.SeriesNumber = series.series_number
         ds.InstanceNumber = k + 1
         ds.ImageType = _image_type(src, sop_class)
         if "Modality" not in ds or not ds.Modality:
             ds.Modality = "CT"
-        _set_dates(ds, now)
+        _set_dates(ds, series.now)
         _set_text(ds, series_description, derivation_description)
-
         if src_uid:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = src_class
-            ref.ReferencedSOPInstanceUID = src_uid
-            frame = _frame_number(src, src_class, multi_frame_uids)
-            if frame is not None:
-                ref.ReferencedFrameNumber = frame
-            ref.PurposeOfReferenceCodeSequence = DicomSequence(
-                [_code_item("121322", "DCM", "Source image for image processing operation")]
-            )
+            ref = _source_reference(src, src_class, src_uid, series.multi_frame_uids)
             ds.SourceImageSequence = DicomSequence([ref])
-        if derivation_code is not None:
-            ds.DerivationCodeSequence = DicomSequence([_code_item(*derivation_code)])
-
-        equipment = Dataset()
-        equipment.Manufacturer = "ctdid"
-        equipment.ManufacturerModelName = "ctdid"
-        equipment.SoftwareVersions = __version__
-        equipment.ContributionDateTime = _dt_value(now)
-        equipment.ContributionDescription = _truncate(derivation_description, 1024)
-        equipment.PurposeOfReferenceCodeSequence = DicomSequence(
-            [_code_item("109102", "DCM", "Processing Equipment")]
-        )
-        previous = list(ds.get("ContributingEquipmentSequence", []) or [])
-        ds.ContributingEquipmentSequence = DicomSequence([*previous, equipment])
-
+        _set_derivation_code(ds, derivation_code)
+        _add_contributing_equipment(ds, series.now, derivation_description)
         # Geometry is kept from the source; fill it from the volume only where it is missing.
-        if not ds.get("ImagePositionPatient"):
-            ds.ImagePositionPatient = [_ds(v) for v in volume.slice_position(k)]
-        if not ds.get("ImageOrientationPatient"):
-            ds.ImageOrientationPatient = [
-                _ds(v) for v in (*volume.direction[0], *volume.direction[1])
-            ]
-        if not ds.get("PixelSpacing"):
-            ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
+        _fill_geometry(ds, volume, k)
 
         ds.RescaleIntercept = intercept_s
         ds.RescaleSlope = slope_s
         _set_window(ds, window)
-        for kw in (
-            "LossyImageCompression",
-            "LossyImageCompressionRatio",
-            "LossyImageCompressionMethod",
-        ):
-            if lossy != "01" and kw in ds:
-                del ds[kw]
-        if lossy is not None:
-            ds.LossyImageCompression = lossy
-            if lossy == "01" and lossy_method and "LossyImageCompressionMethod" not in ds:
-                ds.LossyImageCompressionMethod = lossy_method
+        _set_lossy(ds, lossy, lossy_method)
         if sop_class == CTImageStorage:
             _ensure_type2(ds)
 
@@ -670,6 +732,51 @@ def _derived_slices(
 # --------------------------------------------------------------------------------------------
 
 
+def _new_source_key(volume: CTVolume) -> str:
+    """What identifies the volume (meta and geometry), for the UIDs of a new series."""
+    return _canonical_json(
+        {
+            "meta": volume.meta,
+            "shape": list(volume.shape),
+            "spacing": list(volume.spacing),
+            "origin": list(volume.origin),
+            "direction": volume.direction.tolist(),
+        }
+    )
+
+
+def _set_new_descriptive(
+    ds: Dataset,
+    now: _dt.datetime,
+    dz: float,
+    series_description: str,
+    derivation_description: str,
+    derivation_code: tuple[str, str, str] | None,
+) -> None:
+    """Study, equipment, description and placeholder patient attributes of a new slice."""
+    from ctdid import __version__
+
+    ds.StudyDate = _da(now)
+    ds.StudyTime = _tm(now)
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "ctdid"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = series_description
+    ds.ManufacturerModelName = "ctdid"
+    ds.DerivationDescription = derivation_description
+    _set_derivation_code(ds, derivation_code)
+    ds.PatientName = "ANONYMOUS"
+    ds.PatientID = "ANONYMOUS"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.SliceThickness = _ds(dz)
+    ds.KVP = None
+    ds.SpacingBetweenSlices = _ds(dz)
+    ds.SoftwareVersions = __version__
+    ds.PatientPosition = ""
+
+
 def _new_slices(
     volume: CTVolume,
     *,
@@ -680,17 +787,8 @@ def _new_slices(
     window: tuple[float, float],
     derivation_code: tuple[str, str, str] | None,
 ) -> Iterator[tuple[Dataset, int]]:
-    from ctdid import __version__
-
-    source_key = _canonical_json(
-        {
-            "meta": volume.meta,
-            "shape": list(volume.shape),
-            "spacing": list(volume.spacing),
-            "origin": list(volume.origin),
-            "direction": volume.direction.tolist(),
-        }
-    )
+    """Each slice of a new CT Image Storage series, with its number of clipped voxels."""
+    source_key = _new_source_key(volume)
     study_uid = derive_uid("ctdid-new-study", source_key)
     for_uid = derive_uid("ctdid-new-frame-of-reference", source_key)
     series_uid = derive_uid("ctdid-new-series", source_key, output_key)
@@ -715,26 +813,9 @@ def _new_slices(
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = derive_uid("ctdid-new-instance", source_key, output_key, str(k))
         _set_dates(ds, now)
-        ds.StudyDate = _da(now)
-        ds.StudyTime = _tm(now)
-        ds.AccessionNumber = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "ctdid"
-        ds.ReferringPhysicianName = ""
-        ds.SeriesDescription = series_description
-        ds.ManufacturerModelName = "ctdid"
-        ds.DerivationDescription = derivation_description
-        if derivation_code is not None:
-            ds.DerivationCodeSequence = DicomSequence([_code_item(*derivation_code)])
-        ds.PatientName = "ANONYMOUS"
-        ds.PatientID = "ANONYMOUS"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.SliceThickness = _ds(dz)
-        ds.KVP = None
-        ds.SpacingBetweenSlices = _ds(dz)
-        ds.SoftwareVersions = __version__
-        ds.PatientPosition = ""
+        _set_new_descriptive(
+            ds, now, dz, series_description, derivation_description, derivation_code
+        )
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.StudyID = "CTDID"

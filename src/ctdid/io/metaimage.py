@@ -13,6 +13,7 @@ images need ``hu_offset=-1000``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -249,9 +250,166 @@ def _read_block(
             f"{where}: holds {available} bytes of data, {available - needed} more than the "
             f"{needed} the header describes; the extra bytes are ignored",
             CTDIDWarning,
-            stacklevel=4,
+            stacklevel=5,  # frames: here, _read_values, read_metaimage, its caller, theirs
         )
     return np.fromfile(source, dtype=dtype, count=count, offset=start)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How the header says the voxels are stored."""
+
+    ndims: int
+    dims: list[int]  # x first
+    element_type: str  # MetaImage name, e.g. "MET_SHORT"
+    msb: bool  # big-endian
+    stored: np.dtype[Any]
+    compressed: bool
+    binary: bool
+    header_size: int  # -1: the data are the last bytes of the file
+
+
+def _dims(hdr: _Header) -> tuple[int, list[int]]:
+    """(NDims, DimSize) of a single-channel 2-D or 3-D image (a 4-D one of one volume is 3-D)."""
+    p = hdr.path
+    ndims_text = hdr.get("NDims")
+    if ndims_text is None:
+        raise InputError("header has no NDims", path=p)
+    try:
+        ndims = int(ndims_text)
+    except ValueError:
+        raise InputError(f"NDims = {ndims_text!r} is not a whole number", path=p) from None
+    dims_f = hdr.numbers(("DimSize",), ndims, integer=True)
+    if dims_f is None:
+        raise InputError("header has no DimSize", path=p)
+    dims = [int(v) for v in dims_f]
+    if ndims == 4 and dims[3] == 1:
+        ndims, dims = 3, dims[:3]
+    if ndims not in (2, 3):
+        raise InputError(f"NDims = {ndims_text}: only 2-D and 3-D images are CT volumes", path=p)
+    if any(d <= 0 for d in dims):
+        raise InputError(f"DimSize {dims} must be positive", path=p)
+    nch = hdr.get("ElementNumberOfChannels")
+    if nch is not None and nch.strip() != "1":
+        raise InputError(
+            f"ElementNumberOfChannels = {nch}: only single-channel (greyscale) images", path=p
+        )
+    return ndims, dims
+
+
+def _element_type(hdr: _Header, dtype: str | None) -> tuple[str, str]:
+    """(MetaImage element type, numpy code without byte order), ``dtype`` overriding the header."""
+    p = hdr.path
+    et_text = dtype if dtype is not None else hdr.get("ElementType")
+    if et_text is None:
+        raise InputError("header has no ElementType", path=p)
+    et = et_text.strip().upper()
+    if et in ELEMENT_TYPES:
+        return et, ELEMENT_TYPES[et]
+    if dtype is None:
+        raise InputError(
+            f"ElementType = {et_text!r} is not supported; expected one of "
+            + ", ".join(ELEMENT_TYPES),
+            path=p,
+        )
+    try:
+        code = parse_dtype(dtype).str[1:]
+    except InputError as exc:
+        raise InputError(f"dtype: {exc.problem}", path=p) from None
+    et = next((k for k, v in ELEMENT_TYPES.items() if v == code), "")
+    if not et:
+        raise InputError(f"dtype {dtype!r} has no MetaImage element type", path=p)
+    return et, code
+
+
+def _big_endian(hdr: _Header) -> bool:
+    """Whether the data are big-endian (ElementByteOrderMSB or BinaryDataByteOrderMSB)."""
+    msb_elem = hdr.flag("ElementByteOrderMSB")
+    msb_bin = hdr.flag("BinaryDataByteOrderMSB")
+    if msb_elem is not None and msb_bin is not None and msb_elem != msb_bin:
+        raise InputError(
+            "ElementByteOrderMSB and BinaryDataByteOrderMSB disagree; which byte order is it?",
+            path=hdr.path,
+        )
+    return bool(msb_elem if msb_elem is not None else msb_bin)
+
+
+def _header_size(hdr: _Header) -> int:
+    """HeaderSize: bytes to skip in each data file (0 if absent; -1 for "the last bytes")."""
+    header_size_text = hdr.get("HeaderSize")
+    try:
+        header_size = int(header_size_text) if header_size_text is not None else 0
+    except ValueError:
+        raise InputError(
+            f"HeaderSize = {header_size_text!r} is not a whole number", path=hdr.path
+        ) from None
+    if header_size < -1:
+        raise InputError(f"HeaderSize = {header_size} is negative", path=hdr.path)
+    return header_size
+
+
+def _layout(hdr: _Header, dtype: str | None) -> _Layout:
+    """The storage layout of the voxels, checked; ``dtype`` overrides ElementType."""
+    ndims, dims = _dims(hdr)
+    et, code = _element_type(hdr, dtype)
+    msb = _big_endian(hdr)
+    compressed = bool(hdr.flag("CompressedData"))
+    binary = hdr.flag("BinaryData")
+    return _Layout(
+        ndims=ndims,
+        dims=dims,
+        element_type=et,
+        msb=msb,
+        stored=np.dtype((">" if msb else "<") + code),
+        compressed=compressed,
+        binary=True if binary is None else binary,
+        header_size=_header_size(hdr),
+    )
+
+
+def _read_values(hdr: _Header, layout: _Layout) -> NDArray[Any]:
+    """All voxel values in file order (x fastest), from the data file(s) or after the header."""
+    total = int(np.prod(layout.dims))
+    files = _data_files(hdr)
+    stored, header_size = layout.stored, layout.header_size
+    kw: dict[str, Any] = {"compressed": layout.compressed, "binary": layout.binary}
+    if files is None:
+        return _read_block(hdr, hdr.path, hdr.data_offset, total, stored, header_size=0, **kw)
+    if len(files) == 1:
+        return _read_block(hdr, files[0], 0, total, stored, header_size=header_size, **kw)
+    if total % len(files):
+        raise InputError(
+            f"{len(files)} data files do not split DimSize {layout.dims} evenly", path=hdr.path
+        )
+    per = total // len(files)
+    return np.concatenate(
+        [_read_block(hdr, f, 0, per, stored, header_size=header_size, **kw) for f in files]
+    )
+
+
+def _lps_geometry(hdr: _Header, ndims: int) -> tuple[list[float], list[float], NDArray[np.float64]]:
+    """(spacing, origin) x first and padded to 3-D, and the direction rows, made proper."""
+    spacing = hdr.numbers(("ElementSpacing",), ndims) or hdr.numbers(("ElementSize",), ndims)
+    spacing = spacing or [1.0] * ndims
+    origin = hdr.numbers(("Offset", "Position", "Origin"), ndims) or [0.0] * ndims
+    matrix = hdr.numbers(("TransformMatrix", "Rotation", "Orientation"), ndims * ndims)
+    rot = np.eye(ndims) if matrix is None else np.asarray(matrix).reshape(ndims, ndims)
+    direction = np.eye(3)
+    direction[:ndims, :ndims] = rot
+    if ndims == 2:
+        spacing = [*spacing, 1.0]
+        origin = [*origin, 0.0]
+    norms = np.linalg.norm(direction, axis=1)
+    if np.any(norms == 0):
+        name = hdr.key_of("TransformMatrix", "Rotation", "Orientation")
+        raise InputError(f"{name} has a zero row", path=hdr.path)
+    if np.any(np.abs(norms - 1.0) > 1e-3):  # tolerate unnormalised matrices
+        direction = direction / norms[:, None]
+    for axis, step in enumerate(spacing):  # a negative spacing is a flipped axis
+        if step < 0:
+            spacing[axis] = -step
+            direction[axis] = -direction[axis]
+    return spacing, origin, direction
 
 
 def read_metaimage(
@@ -294,117 +452,16 @@ def read_metaimage(
     """
     p = check_input_file(path)
     hdr = _parse_header(p)
-
-    ndims_text = hdr.get("NDims")
-    if ndims_text is None:
-        raise InputError("header has no NDims", path=p)
-    try:
-        ndims = int(ndims_text)
-    except ValueError:
-        raise InputError(f"NDims = {ndims_text!r} is not a whole number", path=p) from None
-    dims_f = hdr.numbers(("DimSize",), ndims, integer=True)
-    if dims_f is None:
-        raise InputError("header has no DimSize", path=p)
-    dims = [int(v) for v in dims_f]
-    if ndims == 4 and dims[3] == 1:
-        ndims, dims = 3, dims[:3]
-    if ndims not in (2, 3):
-        raise InputError(f"NDims = {ndims_text}: only 2-D and 3-D images are CT volumes", path=p)
-    if any(d <= 0 for d in dims):
-        raise InputError(f"DimSize {dims} must be positive", path=p)
-    nch = hdr.get("ElementNumberOfChannels")
-    if nch is not None and nch.strip() != "1":
-        raise InputError(
-            f"ElementNumberOfChannels = {nch}: only single-channel (greyscale) images", path=p
-        )
-
-    # Element type and byte order.
-    et_text = dtype if dtype is not None else hdr.get("ElementType")
-    if et_text is None:
-        raise InputError("header has no ElementType", path=p)
-    et = et_text.strip().upper()
-    if et in ELEMENT_TYPES:
-        code = ELEMENT_TYPES[et]
-    elif dtype is not None:
-        try:
-            code = parse_dtype(dtype).str[1:]
-        except InputError as exc:
-            raise InputError(f"dtype: {exc.problem}", path=p) from None
-        et = next((k for k, v in ELEMENT_TYPES.items() if v == code), "")
-        if not et:
-            raise InputError(f"dtype {dtype!r} has no MetaImage element type", path=p)
-    else:
-        raise InputError(
-            f"ElementType = {et_text!r} is not supported; expected one of "
-            + ", ".join(ELEMENT_TYPES),
-            path=p,
-        )
-    msb_elem = hdr.flag("ElementByteOrderMSB")
-    msb_bin = hdr.flag("BinaryDataByteOrderMSB")
-    if msb_elem is not None and msb_bin is not None and msb_elem != msb_bin:
-        raise InputError(
-            "ElementByteOrderMSB and BinaryDataByteOrderMSB disagree; which byte order is it?",
-            path=p,
-        )
-    msb = bool(msb_elem if msb_elem is not None else msb_bin)
-    stored = np.dtype((">" if msb else "<") + code)
-    compressed = bool(hdr.flag("CompressedData"))
-    binary = hdr.flag("BinaryData")
-    binary = True if binary is None else binary
-    header_size_text = hdr.get("HeaderSize")
-    try:
-        header_size = int(header_size_text) if header_size_text is not None else 0
-    except ValueError:
-        raise InputError(
-            f"HeaderSize = {header_size_text!r} is not a whole number", path=p
-        ) from None
-    if header_size < -1:
-        raise InputError(f"HeaderSize = {header_size} is negative", path=p)
-
-    # Data.
-    total = int(np.prod(dims))
-    files = _data_files(hdr)
-    kw: dict[str, Any] = {"compressed": compressed, "binary": binary}
-    if files is None:
-        values = _read_block(hdr, p, hdr.data_offset, total, stored, header_size=0, **kw)
-    elif len(files) == 1:
-        values = _read_block(hdr, files[0], 0, total, stored, header_size=header_size, **kw)
-    else:
-        if total % len(files):
-            raise InputError(f"{len(files)} data files do not split DimSize {dims} evenly", path=p)
-        per = total // len(files)
-        values = np.concatenate(
-            [_read_block(hdr, f, 0, per, stored, header_size=header_size, **kw) for f in files]
-        )
-    values = values.reshape(dims[::-1])  # x fastest -> (z, y, x) or (y, x)
+    layout = _layout(hdr, dtype)
+    values = _read_values(hdr, layout)
+    values = values.reshape(layout.dims[::-1])  # x fastest -> (z, y, x) or (y, x)
     hu = apply_hu_mapping(values, hu_slope=hu_slope, hu_offset=hu_offset, path=p)
-
-    # Geometry (LPS already).
-    spacing = hdr.numbers(("ElementSpacing",), ndims) or hdr.numbers(("ElementSize",), ndims)
-    spacing = spacing or [1.0] * ndims
-    origin = hdr.numbers(("Offset", "Position", "Origin"), ndims) or [0.0] * ndims
-    matrix = hdr.numbers(("TransformMatrix", "Rotation", "Orientation"), ndims * ndims)
-    rot = np.eye(ndims) if matrix is None else np.asarray(matrix).reshape(ndims, ndims)
-    direction = np.eye(3)
-    direction[:ndims, :ndims] = rot
-    if ndims == 2:
-        spacing = [*spacing, 1.0]
-        origin = [*origin, 0.0]
-    norms = np.linalg.norm(direction, axis=1)
-    if np.any(norms == 0):
-        name = hdr.key_of("TransformMatrix", "Rotation", "Orientation")
-        raise InputError(f"{name} has a zero row", path=p)
-    if np.any(np.abs(norms - 1.0) > 1e-3):  # tolerate unnormalised matrices
-        direction = direction / norms[:, None]
-    for axis, step in enumerate(spacing):  # a negative spacing is a flipped axis
-        if step < 0:
-            spacing[axis] = -step
-            direction[axis] = -direction[axis]
+    spacing, origin, direction = _lps_geometry(hdr, layout.ndims)  # LPS already
     meta = {
         "format": "metaimage",
         "path": str(p),
-        "element_type": et,
-        "byte_order": "big" if msb else "little",
+        "element_type": layout.element_type,
+        "byte_order": "big" if layout.msb else "little",
         "hu_offset": float(hu_offset),
         "hu_slope": float(hu_slope),
     }

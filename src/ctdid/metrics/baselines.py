@@ -307,16 +307,7 @@ def match_noise(
         If ``target_std`` is not > 0 or the weight ranges are invalid.
     """
     arr = np.asarray(hu, dtype=np.float32)
-    target = float(target_std)
-    if not (math.isfinite(target) and target > 0):
-        raise ValueError(f"target_std must be > 0 (HU), got {target_std}")
-    lo, hi = (float(w) for w in weight_range)
-    wmin, wmax = (float(w) for w in weight_limits)
-    if not (0 < wmin <= lo < hi <= wmax):
-        raise ValueError(
-            f"need 0 < weight_limits[0] <= weight_range[0] < weight_range[1] <= "
-            f"weight_limits[1], got {weight_range} and {weight_limits}"
-        )
+    target, lo, hi, wmin, wmax = _check_match_args(target_std, weight_range, weight_limits)
     masks = _region_masks(roi, arr.shape)
     if crop_margin is None:
         box: tuple[slice, ...] = tuple(slice(None) for _ in arr.shape)
@@ -332,9 +323,54 @@ def match_noise(
         out = np.asarray(denoise_fn(sub, weight=w, **kwargs))
         return float(np.median([_mask_std(out, m, detrend) for m in sub_masks]))
 
-    def close(s: float) -> bool:
-        return abs(s - target) <= rtol * target
+    best = _search_weight(std_at, target, (lo, hi), (wmin, wmax), rtol=rtol, max_iter=max_iter)
+    image = np.asarray(denoise_fn(arr, weight=best, **kwargs), dtype=np.float32)
+    n_evals += 1
+    std = float(np.median([_mask_std(image, m, detrend) for m in masks]))
+    return MatchedNoise(
+        weight=float(best),
+        std=std,
+        image=image,
+        target_std=target,
+        converged=_close(std, target, rtol),
+        n_evals=n_evals,
+    )
 
+
+def _check_match_args(
+    target_std: float, weight_range: tuple[float, float], weight_limits: tuple[float, float]
+) -> tuple[float, float, float, float, float]:
+    """Validated target STD, initial bracket and weight limits of :func:`match_noise`."""
+    target = float(target_std)
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError(f"target_std must be > 0 (HU), got {target_std}")
+    lo, hi = (float(w) for w in weight_range)
+    wmin, wmax = (float(w) for w in weight_limits)
+    if not (0 < wmin <= lo < hi <= wmax):
+        raise ValueError(
+            f"need 0 < weight_limits[0] <= weight_range[0] < weight_range[1] <= "
+            f"weight_limits[1], got {weight_range} and {weight_limits}"
+        )
+    return target, lo, hi, wmin, wmax
+
+
+def _close(s: float, target: float, rtol: float) -> bool:
+    """Whether an STD is within ``rtol`` (relative) of the target."""
+    return abs(s - target) <= rtol * target
+
+
+def _search_weight(
+    std_at: Callable[[float], float],
+    target: float,
+    bracket: tuple[float, float],
+    limits: tuple[float, float],
+    *,
+    rtol: float,
+    max_iter: int,
+) -> float:
+    """Weight whose STD is ``target``: bracket (widening by 4 within limits), then bisect."""
+    lo, hi = bracket
+    wmin, wmax = limits
     # Bracket: std(lo) >= target >= std(hi).
     s_lo = std_at(lo)
     s_hi: float | None = None
@@ -350,28 +386,17 @@ def match_noise(
         s_hi = std_at(hi)
 
     if s_lo < target or s_hi > target:
-        best = lo if s_lo < target else hi
-    elif close(s_lo) or close(s_hi):
-        best = lo if abs(s_lo - target) <= abs(s_hi - target) else hi
-    else:
+        return lo if s_lo < target else hi
+    if _close(s_lo, target, rtol) or _close(s_hi, target, rtol):
+        return lo if abs(s_lo - target) <= abs(s_hi - target) else hi
+    best = math.sqrt(lo * hi)
+    for _ in range(int(max_iter)):
         best = math.sqrt(lo * hi)
-        for _ in range(int(max_iter)):
-            best = math.sqrt(lo * hi)
-            s = std_at(best)
-            if close(s):
-                break
-            if s > target:
-                lo = best
-            else:
-                hi = best
-    image = np.asarray(denoise_fn(arr, weight=best, **kwargs), dtype=np.float32)
-    n_evals += 1
-    std = float(np.median([_mask_std(image, m, detrend) for m in masks]))
-    return MatchedNoise(
-        weight=float(best),
-        std=std,
-        image=image,
-        target_std=target,
-        converged=close(std),
-        n_evals=n_evals,
-    )
+        s = std_at(best)
+        if _close(s, target, rtol):
+            break
+        if s > target:
+            lo = best
+        else:
+            hi = best
+    return best

@@ -237,6 +237,35 @@ def skin_edge_mtf(
     """
     arr = as_image(img, ndim=(2,))
     dy, dx = pair_spacing(spacing)
+    mask = _skin_body_mask(arr, body_mask, threshold)
+    rows, cols = np.nonzero(mask)
+    centre = (rows.mean() * dy, cols.mean() * dx)  # centroid in mm
+    theta, edge, good = _trace_outline(arr, mask, centre, (dy, dx), n_angles, band_mm, threshold)
+    if good.sum() < max(8, theta.size // 20):
+        raise ValueError("too few clean air/skin edge segments in the image")
+    pts, normal, seg_len, good_f = _outline_normals(theta, edge, good, centre)
+    near = ndimage.distance_transform_edt(mask, sampling=(dy, dx)) + ndimage.distance_transform_edt(
+        ~mask, sampling=(dy, dx)
+    )
+    pr, pc = np.nonzero(near <= band_mm + 2 * max(dy, dx))
+    pix = np.stack([pr * dy, pc * dx], axis=1)
+    _, j = spatial.cKDTree(pts).query(pix)
+    rel = pix - pts[j]
+    dist = np.sum(rel * normal[j], axis=1)
+    along = rel[:, 0] * normal[j, 1] - rel[:, 1] * normal[j, 0]
+    keep = good_f[j] & (np.abs(dist) <= band_mm) & (np.abs(along) <= seg_len[j])
+    pixel = max(dy, dx)
+    return mtf_from_esf(
+        dist[keep],
+        arr[pr[keep], pc[keep]],
+        bin_width=pixel / oversampling,
+        half_width=band_mm,
+        f_max=1.0 / pixel,
+    )
+
+
+def _skin_body_mask(arr: NDArray, body_mask: ArrayLike | None, threshold: float) -> NDArray:
+    """The body mask of :func:`skin_edge_mtf`: given (checked against the image) or found."""
     if body_mask is None:
         mask = find_body_mask(arr, threshold=threshold)
     else:
@@ -245,8 +274,20 @@ def skin_edge_mtf(
             raise ValueError(f"body_mask of shape {mask.shape} does not fit the image {arr.shape}")
     if mask.sum() < 100:
         raise ValueError("no body found in the image")
-    rows, cols = np.nonzero(mask)
-    cy, cx = rows.mean() * dy, cols.mean() * dx  # centroid in mm
+    return mask
+
+
+def _trace_outline(
+    arr: NDArray,
+    mask: NDArray,
+    centre: tuple[float, float],
+    spacing: tuple[float, float],
+    n_angles: int,
+    band_mm: float,
+    threshold: float,
+) -> tuple[NDArray, NDArray, NDArray]:
+    """Ray angles, outline radius in mm (NaN: not found) and clean-step flag of every ray."""
+    (cy, cx), (dy, dx) = centre, spacing
     step = 0.25 * min(dy, dx)
     r_max = float(np.hypot(arr.shape[0] * dy, arr.shape[1] * dx))
     s = np.arange(0.0, r_max, step)
@@ -278,8 +319,14 @@ def skin_edge_mtf(
         outside = prof[k, j + band_n // 3 : j + band_n]
         inner = prof[k, i - band_n : i - band_n // 3]
         good[k] = bool(outside.max() < threshold and inner.min() > threshold)
-    if good.sum() < max(8, theta.size // 20):
-        raise ValueError("too few clean air/skin edge segments in the image")
+    return theta, edge, good
+
+
+def _outline_normals(
+    theta: NDArray, edge: NDArray, good: NDArray, centre: tuple[float, float]
+) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """Smoothed, densified outline: points, outward normals, half segment lengths, clean flags."""
+    cy, cx = centre
     valid = np.isfinite(edge)
     # periodic interpolation of the outline radius over the gaps, then ~1 degree smoothing
     th_ext = np.concatenate([theta[valid] - 2 * np.pi, theta[valid], theta[valid] + 2 * np.pi])
@@ -299,24 +346,7 @@ def skin_edge_mtf(
     outward = np.sign(np.sum(normal * (pts - [cy, cx]), axis=1))
     normal *= outward[:, None]
     seg_len = np.linalg.norm(tang, axis=1) / 2
-    near = ndimage.distance_transform_edt(mask, sampling=(dy, dx)) + ndimage.distance_transform_edt(
-        ~mask, sampling=(dy, dx)
-    )
-    pr, pc = np.nonzero(near <= band_mm + 2 * max(dy, dx))
-    pix = np.stack([pr * dy, pc * dx], axis=1)
-    _, j = spatial.cKDTree(pts).query(pix)
-    rel = pix - pts[j]
-    dist = np.sum(rel * normal[j], axis=1)
-    along = rel[:, 0] * normal[j, 1] - rel[:, 1] * normal[j, 0]
-    keep = good_f[j] & (np.abs(dist) <= band_mm) & (np.abs(along) <= seg_len[j])
-    pixel = max(dy, dx)
-    return mtf_from_esf(
-        dist[keep],
-        arr[pr[keep], pc[keep]],
-        bin_width=pixel / oversampling,
-        half_width=band_mm,
-        f_max=1.0 / pixel,
-    )
+    return pts, normal, seg_len, good_f
 
 
 def resolution_label(

@@ -404,9 +404,9 @@ def check_beats_blend(
     return CaseCheck("beats-blend", case, held, "; ".join(parts))
 
 
-def summarise(checks: Sequence[CaseCheck], *, not_checked: dict[str, str] | None = None) -> list[
-    Claim
-]:
+def summarise(
+    checks: Sequence[CaseCheck], *, not_checked: dict[str, str] | None = None
+) -> list[Claim]:
     """One :class:`Claim` per key of :data:`CLAIMS`, in that order.
 
     Parameters

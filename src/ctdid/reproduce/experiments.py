@@ -25,6 +25,7 @@ real full-dose image.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -538,6 +539,65 @@ def _expectation(model_dose: float, input_dose: float) -> Literal["over", "under
     return "over" if model_dose < input_dose else "under"
 
 
+def _fig3_picks(
+    cur: Curve, scene: Scene, case: _SimCase
+) -> list[tuple[str, NDArray[np.float32], int | None]]:
+    """Fig. 3's panels: two low-noise candidates, default, high-res, input and normal dose."""
+    assert cur.images is not None
+    n = cur.strengths.size
+    d = cur.default_index
+    low_side = list(range(d + 1, n))
+    high_side = list(range(d))
+    picks: list[tuple[str, NDArray[np.float32], int | None]] = []
+    if low_side:
+        picks.append(("low-noise (t_low end)", cur.images[low_side[-1]], low_side[-1]))
+        if len(low_side) > 1:
+            mid = low_side[len(low_side) // 2 - 1]
+            picks.append(("low-noise (mid)", cur.images[mid], mid))
+    picks.append(("default", cur.images[d], d))
+    if high_side:
+        h = high_side[len(high_side) // 2]
+        picks.append(("high-resolution", cur.images[h], h))
+    picks.append(("input (1/4 dose)", scene.image, None))
+    picks.append(("normal dose", case.normal, None))
+    return picks
+
+
+def _insert_ttf50(img: NDArray[np.float32], insert: Any, px: float) -> float:
+    """TTF50 (1/mm) of the resolution phantom's insert edge; NaN when not measurable."""
+    from ctdid.metrics import ttf_from_insert
+
+    try:
+        with warnings.catch_warnings():  # an unmeasurable edge gives NaN, said as n/a
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return ttf_from_insert(img, spacing=px, center=insert.center,
+                                   radius_mm=insert.radius * px).mtf50  # fmt: skip
+    except ValueError:
+        return float("nan")
+
+
+def _resolution_table(
+    cur: Curve,
+    scene: Scene,
+    case: _SimCase,
+    ttf: NDArray[np.float64],
+    wire_disc: NDArray[np.bool_],
+    ttf50: Callable[[NDArray[np.float32]], float],
+) -> Table:
+    """Fig. 4's table: TTF50 of the insert, wire peak and STD of input, candidates, clean scan."""
+    assert cur.images is not None
+    peak = np.array([float(im[wire_disc].max()) for im in cur.images])
+    rows = [("input", "-", _fmt(ttf50(scene.image), ".3f"),
+             _fmt(float(scene.image[wire_disc].max()), ".0f"),
+             _fmt(cur.inputs["std_hu"]))]  # fmt: skip
+    rows += [(_cand_name(cur, i), f"{cur.strengths[i]:+.2f}", _fmt(ttf[i], ".3f"),
+              _fmt(peak[i], ".0f"), _fmt(cur.std_hu[i])) for i in range(ttf.size)]  # fmt: skip
+    rows.append(("noise-free scan", "-", _fmt(ttf50(case.clean), ".3f"),
+                 _fmt(float(case.clean[wire_disc].max()), ".0f"), "0.0"))  # fmt: skip
+    return Table(("image", "strength", "TTF50 of insert (1/mm)", "wire peak (HU)", "STD (HU)"),
+                 tuple(rows))  # fmt: skip
+
+
 class Experiments:
     """Runs the experiments and collects their report sections.
 
@@ -686,17 +746,20 @@ class Experiments:
         imgs = [scene.image, *[cur.images[i] for i in idx]]
         labels = ["t_high (input)"] + [
             f"{'default' if i == cur.default_index else f's={cur.strengths[i]:+.2f}'}\n"
-            f"STD {cur.std_hu[i]:.1f} HU" for i in idx
+            f"STD {cur.std_hu[i]:.1f} HU"
+            for i in idx
         ]
         figures.plot_transition(
             imgs, labels, cur.images[cur.default_index], self._path("fig2_transition.png")
         )
-        sec.figures.append((
-            "fig2_transition.png",
-            f"{MAIN_MODEL} on the simulated quarter-dose abdomen: the input (t_high) and every "
-            "candidate from the high-resolution end to the low-noise end (top, window "
-            "[-160, 240] HU), and each minus the default (bottom, [-60, 60] HU).",
-        ))
+        sec.figures.append(
+            (
+                "fig2_transition.png",
+                f"{MAIN_MODEL} on the simulated quarter-dose abdomen: the input (t_high) and every "
+                "candidate from the high-resolution end to the low-noise end (top, window "
+                "[-160, 240] HU), and each minus the default (bottom, [-60, 60] HU).",
+            )
+        )
         steps = np.diff(cur.images.reshape(len(idx), -1), axis=0)
         step_rms = np.sqrt((steps.astype(np.float64) ** 2).mean(axis=1))
         sec.paragraphs.append(
@@ -734,75 +797,68 @@ class Experiments:
             if not first:
                 continue
             first = False
-            from ctdid.metrics import rmse
-
-            assert cur.images is not None
-            n = cur.strengths.size
-            d = cur.default_index
-            low_side = list(range(d + 1, n))
-            high_side = list(range(d))
-            picks: list[tuple[str, NDArray[np.float32], int | None]] = []
-            if low_side:
-                picks.append(("low-noise (t_low end)", cur.images[low_side[-1]], low_side[-1]))
-                if len(low_side) > 1:
-                    mid = low_side[len(low_side) // 2 - 1]
-                    picks.append(("low-noise (mid)", cur.images[mid], mid))
-            picks.append(("default", cur.images[d], d))
-            if high_side:
-                h = high_side[len(high_side) // 2]
-                picks.append(("high-resolution", cur.images[h], h))
-            picks.append(("input (1/4 dose)", scene.image, None))
-            picks.append(("normal dose", case.normal, None))
-            titles = []
-            rows = []
-            for name, img, i in picks:
-                std, err, c = _measure_one(img, scene)
-                err_nd = rmse(img, case.normal, mask=scene.body)
-                s = "" if i is None else f"{cur.strengths[i]:+.2f}"
-                titles.append(f"{name} {s}\nSTD {std:.1f} HU, CNR {c:.2f}\nRMSE {err:.1f} HU")
-                rows.append((name, s or "-", _fmt(std), _fmt(c, ".2f"), _fmt(err, ".2f"),
-                             _fmt(err_nd, ".2f")))  # fmt: skip
-            r, c0 = les.center
-            zoom = max(8.0, 4 * les.radius)
-            figures.plot_panels(
-                [p[1] for p in picks], titles, self._path("fig3_lesion.png"),
-                zoom=(r, c0, zoom), circles=[(r, c0, les.radius)],
-            )  # fmt: skip
-            figures.plot_curves(
-                [("STD (HU)", cur.strengths, cur.std_hu, d)]
-                + ([("CNR x 10", cur.strengths, 10 * cur.cnr, d)] if cur.cnr is not None else [])
-                + [("RMSE (HU)", cur.strengths, cur.rmse_hu, d)],
-                self._path("fig3_curves.png"),
-                xlabel="strength s (-1 = t_high, 0 = default, +1 = t_low)",
-                ylabel="HU / CNR x 10",
-                title=f"{MAIN_MODEL}, simulated abdomen, quarter dose",
-            )
-            sec.tables.append(Table(
-                ("image", "strength", "STD flat ROI (HU)", "CNR", "RMSE vs noise-free (HU)",
-                 "RMSE vs normal dose (HU)"), tuple(rows),
-            ))  # fmt: skip
-            sec.tables.append(_curve_table(cur))
-            sec.figures.append(("fig3_lesion.png",
-                f"Zoom on a liver lesion ({les.contrast:+.0f} HU, radius "
-                f"{les.radius * scene.spacing[0]:.1f} mm, circled): two low-noise candidates, "
-                "the default, a high-resolution candidate, the input and the normal dose."))
-            sec.figures.append(("fig3_curves.png",
-                "STD of the flat liver ROI, CNR of the lesion and RMSE vs the noise-free scan "
-                "(body) along the candidates."))  # fmt: skip
-            sec.paragraphs.append(
-                f"Simulated abdomen (seed {seed}), {self.cfg.size} px, quarter dose. CNR = "
-                "2|S - S_b| / (sigma + sigma_b) with S in the inner 70 % of the lesion and S_b in "
-                "a liver ring around it; STD of the flat 16 mm liver ROI (plane removed); RMSE "
-                "inside the body vs the noise-free scan (same scanner and kernel, no noise) and "
-                "vs the simulated normal dose."
-            )
+            self._fig3_lesion(sec, seed, scene, cur, case, les)
         return sec
+
+    def _fig3_lesion(
+        self, sec: Section, seed: int, scene: Scene, cur: Curve, case: _SimCase, les: Any
+    ) -> None:
+        """Fig. 3's lesion zoom, curves and tables for the first seed."""
+        from ctdid.metrics import rmse
+
+        assert cur.images is not None
+        d = cur.default_index
+        picks = _fig3_picks(cur, scene, case)
+        titles = []
+        rows = []
+        for name, img, i in picks:
+            std, err, c = _measure_one(img, scene)
+            err_nd = rmse(img, case.normal, mask=scene.body)
+            s = "" if i is None else f"{cur.strengths[i]:+.2f}"
+            titles.append(f"{name} {s}\nSTD {std:.1f} HU, CNR {c:.2f}\nRMSE {err:.1f} HU")
+            rows.append((name, s or "-", _fmt(std), _fmt(c, ".2f"), _fmt(err, ".2f"),
+                         _fmt(err_nd, ".2f")))  # fmt: skip
+        r, c0 = les.center
+        zoom = max(8.0, 4 * les.radius)
+        figures.plot_panels(
+            [p[1] for p in picks], titles, self._path("fig3_lesion.png"),
+            zoom=(r, c0, zoom), circles=[(r, c0, les.radius)],
+        )  # fmt: skip
+        figures.plot_curves(
+            [("STD (HU)", cur.strengths, cur.std_hu, d)]
+            + ([("CNR x 10", cur.strengths, 10 * cur.cnr, d)] if cur.cnr is not None else [])
+            + [("RMSE (HU)", cur.strengths, cur.rmse_hu, d)],
+            self._path("fig3_curves.png"),
+            xlabel="strength s (-1 = t_high, 0 = default, +1 = t_low)",
+            ylabel="HU / CNR x 10",
+            title=f"{MAIN_MODEL}, simulated abdomen, quarter dose",
+        )
+        sec.tables.append(Table(
+            ("image", "strength", "STD flat ROI (HU)", "CNR", "RMSE vs noise-free (HU)",
+             "RMSE vs normal dose (HU)"), tuple(rows),
+        ))  # fmt: skip
+        sec.tables.append(_curve_table(cur))
+        sec.figures.append((
+            "fig3_lesion.png",
+            f"Zoom on a liver lesion ({les.contrast:+.0f} HU, radius "
+            f"{les.radius * scene.spacing[0]:.1f} mm, circled): two low-noise candidates, "
+            "the default, a high-resolution candidate, the input and the normal dose.",
+        ))  # fmt: skip
+        sec.figures.append(("fig3_curves.png",
+            "STD of the flat liver ROI, CNR of the lesion and RMSE vs the noise-free scan "
+            "(body) along the candidates."))  # fmt: skip
+        sec.paragraphs.append(
+            f"Simulated abdomen (seed {seed}), {self.cfg.size} px, quarter dose. CNR = "
+            "2|S - S_b| / (sigma + sigma_b) with S in the inner 70 % of the lesion and S_b in "
+            "a liver ring around it; STD of the flat 16 mm liver ROI (plane removed); RMSE "
+            "inside the body vs the noise-free scan (same scanner and kernel, no noise) and "
+            "vs the simulated normal dose."
+        )
 
     # Fig. 4 ----------------------------------------------------------------------------------
 
     def fig4(self) -> Section:
         """Fig. 4: high-contrast structures, zoomed, with TTF50 of an insert."""
-        from ctdid.metrics import ttf_from_insert
         from ctdid.sim import mtf_phantom
 
         sec = Section("fig4", "Fig. 4 — high-contrast structures")
@@ -821,30 +877,12 @@ class Experiments:
         cur = self.curve(MAIN_MODEL, scene, "mtf")
         assert cur.images is not None
         wire, insert = ph.lesions[0], ph.lesions[1]
-        wire_disc = (
-            np.hypot(*np.mgrid[: cfg.size, : cfg.size] - np.reshape(wire.center, (2, 1, 1)))
-            <= max(1.5, 2.0 / px)
-        )
-
-        def ttf50(img: NDArray[np.float32]) -> float:
-            try:
-                with warnings.catch_warnings():  # an unmeasurable edge gives NaN, said as n/a
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    return ttf_from_insert(img, spacing=px, center=insert.center,
-                                           radius_mm=insert.radius * px).mtf50  # fmt: skip
-            except ValueError:
-                return float("nan")
-
+        wire_disc = np.hypot(
+            *np.mgrid[: cfg.size, : cfg.size] - np.reshape(wire.center, (2, 1, 1))
+        ) <= max(1.5, 2.0 / px)
+        ttf50 = functools.partial(_insert_ttf50, insert=insert, px=px)
         ttf = np.array([ttf50(im) for im in cur.images])
-        peak = np.array([float(im[wire_disc].max()) for im in cur.images])
-        rows = [("input", "-", _fmt(ttf50(scene.image), ".3f"),
-                 _fmt(float(scene.image[wire_disc].max()), ".0f"), _fmt(cur.inputs["std_hu"]))]
-        rows += [(_cand_name(cur, i), f"{cur.strengths[i]:+.2f}", _fmt(ttf[i], ".3f"),
-                  _fmt(peak[i], ".0f"), _fmt(cur.std_hu[i])) for i in range(ttf.size)]
-        rows.append(("noise-free scan", "-", _fmt(ttf50(case.clean), ".3f"),
-                     _fmt(float(case.clean[wire_disc].max()), ".0f"), "0.0"))  # fmt: skip
-        sec.tables.append(Table(("image", "strength", "TTF50 of insert (1/mm)",
-                                 "wire peak (HU)", "STD (HU)"), tuple(rows)))  # fmt: skip
+        sec.tables.append(_resolution_table(cur, scene, case, ttf, wire_disc, ttf50))
         if ttf.size >= 2:  # NaN (not measurable) counts as not held
             sec.checks.append(check_resolution_falls(
                 ttf, case=f"Fig. 4: {MAIN_MODEL}, resolution phantom, dose 1/4",
@@ -857,19 +895,7 @@ class Experiments:
         ]  # fmt: skip
         imgs = [scene.image, *[cur.images[i] for i in sel]]
         titles = ["input"] + [_cand_name(cur, i) for i in sel]
-        # A high-contrast region of the abdomen: the aortic wall calcifications and the spine.
-        abd: list[NDArray[np.float32]] = []
-        abd_box = None
-        if cfg.seeds:
-            seed = cfg.seeds[0]
-            sc = self.abdomen_scene(seed, _BASE_DOSE)
-            ac = self.curve(MAIN_MODEL, sc, f"abd{seed}-{_BASE_DOSE}", seed=seed)
-            det = self.sim(seed).phantom.masks.get("detail")
-            if ac.images is not None and det is not None and det.any():
-                rr, cc = np.nonzero(det)
-                asel = self._fig_indices(ac)
-                abd = [sc.image, *[ac.images[i] for i in asel]]
-                abd_box = (float(rr.mean()), float(cc.mean()), max(8.0, 22.0 / px), "abdomen")
+        abd, abd_box = self._abdomen_detail()
         figures.plot_zoom(imgs, titles, boxes, self._path("fig4_zoom.png"),
                           extra=(abd, abd_box) if abd and abd_box else None)  # fmt: skip
         figures.plot_curves(
@@ -889,6 +915,25 @@ class Experiments:
             "is fixed)."
         )
         return sec
+
+    def _abdomen_detail(
+        self,
+    ) -> tuple[list[NDArray[np.float32]], tuple[float, float, float, str] | None]:
+        """Fig. 4's extra row: a high-contrast region of the abdomen (aortic wall, spine)."""
+        abd: list[NDArray[np.float32]] = []
+        abd_box = None
+        if self.cfg.seeds:
+            seed = self.cfg.seeds[0]
+            sc = self.abdomen_scene(seed, _BASE_DOSE)
+            ac = self.curve(MAIN_MODEL, sc, f"abd{seed}-{_BASE_DOSE}", seed=seed)
+            det = self.sim(seed).phantom.masks.get("detail")
+            if ac.images is not None and det is not None and det.any():
+                rr, cc = np.nonzero(det)
+                asel = self._fig_indices(ac)
+                abd = [sc.image, *[ac.images[i] for i in asel]]
+                px = self.cfg.pixel_mm
+                abd_box = (float(rr.mean()), float(cc.mean()), max(8.0, 22.0 / px), "abdomen")
+        return abd, abd_box
 
     def _fig_indices(self, cur: Curve, n: int = 5) -> list[int]:
         m = cur.strengths.size
@@ -923,18 +968,39 @@ class Experiments:
                     f"{dose_label(idose)})"))  # fmt: skip
             assert cur.images is not None
             panels += [scene.image, cur.images[d], cur.images[b]]
-            titles += [f"{label}: input\nRMSE {cur.inputs['rmse_hu']:.1f} HU",
-                       f"default\nRMSE {cur.rmse_hu[d]:.1f} HU",
-                       f"best s={cur.strengths[b]:+.2f}\nRMSE {cur.rmse_hu[b]:.1f} HU"]
-        sec.tables.append(Table(
-            ("case", "input STD (HU)", "default STD (HU)", "input RMSE (HU)",
-             "default RMSE (HU)", "best candidate s", "best RMSE (HU)"), tuple(rows)))
+            titles += [
+                f"{label}: input\nRMSE {cur.inputs['rmse_hu']:.1f} HU",
+                f"default\nRMSE {cur.rmse_hu[d]:.1f} HU",
+                f"best s={cur.strengths[b]:+.2f}\nRMSE {cur.rmse_hu[b]:.1f} HU",
+            ]
+        sec.tables.append(
+            Table(
+                (
+                    "case",
+                    "input STD (HU)",
+                    "default STD (HU)",
+                    "input RMSE (HU)",
+                    "default RMSE (HU)",
+                    "best candidate s",
+                    "best RMSE (HU)",
+                ),
+                tuple(rows),
+            )
+        )
         figures.plot_panels(panels, titles, self._path(f"{fig_name}_images.png"), columns=3)
-        figures.plot_curves(series, self._path(f"{fig_name}_rmse.png"),
-                            xlabel="strength s (-1 = t_high, 0 = default, +1 = t_low)",
-                            ylabel=f"RMSE vs {curves[0][4].reference_name} (HU)", title=what)
-        sec.figures.append((f"{fig_name}_images.png",
-                            "Each row: input, default, and the candidate with the lowest RMSE."))
+        figures.plot_curves(
+            series,
+            self._path(f"{fig_name}_rmse.png"),
+            xlabel="strength s (-1 = t_high, 0 = default, +1 = t_low)",
+            ylabel=f"RMSE vs {curves[0][4].reference_name} (HU)",
+            title=what,
+        )
+        sec.figures.append(
+            (
+                f"{fig_name}_images.png",
+                "Each row: input, default, and the candidate with the lowest RMSE.",
+            )
+        )
         sec.figures.append((f"{fig_name}_rmse.png",
                             "RMSE along the candidates (dot: the default)."))  # fmt: skip
 
@@ -1022,8 +1088,13 @@ class Experiments:
                        _BASE_DOSE, self.curve(m, scene, f"abd{seed}-{_BASE_DOSE}", seed=seed),
                        scene) for m in have]  # fmt: skip
             if seed == self.cfg.seeds[0]:
-                self._dose_section(sec, curves, "Figs. 7-8", "fig78",
-                                   f"quarter-dose abdomen {seed}, models of four doses")
+                self._dose_section(
+                    sec,
+                    curves,
+                    "Figs. 7-8",
+                    "fig78",
+                    f"quarter-dose abdomen {seed}, models of four doses",
+                )
             else:
                 for label, mdose, idose, cur, _ in curves:
                     exp = _expectation(mdose, idose)
@@ -1071,8 +1142,12 @@ class Experiments:
                for i in sel] + ["full dose (reference)"],
             self._path("real_l506.png"),
         )  # fmt: skip
-        sec.figures.append(("real_l506.png",
-            "Mayo L506 (held out from training): quarter dose, candidates, full dose."))
+        sec.figures.append(
+            (
+                "real_l506.png",
+                "Mayo L506 (held out from training): quarter dose, candidates, full dose.",
+            )
+        )
         sec.paragraphs.append(
             f"{qd[0].name} denoised by {MAIN_MODEL}; STD = median of the plane-detrended STDs "
             "of 10 flat regions found on the full-dose image; RMSE inside the body vs the full "
@@ -1085,8 +1160,6 @@ class Experiments:
 
     def real_l067(self) -> Section:
         """The Mayo L067 full-dose slices with dose inserted at several levels."""
-        from ctdid.sim import simulate_low_dose
-
         sec = Section("real-l067", "Real data: Mayo L067 full dose with inserted low dose",
                       requires_shared=True)  # fmt: skip
         folder = None if self.shared_dir is None else self.shared_dir / "mayo_fd_L067"
@@ -1100,39 +1173,36 @@ class Experiments:
         px = _MAYO_PIXEL_MM * _MAYO_SHAPE[0] / size
         others = [m for m in DOSE_MODELS if m in self.models and m != MAIN_MODEL]
         for k, path in enumerate(files[: self.cfg.real_slices]):
-            fd = _read_mayo(path, size)
-            dose_curves = []
-            model_curves = []
-            for j, dose in enumerate(REAL_DOSES):
-                self.log(f"inserting dose {dose_label(dose)} into {path.name}")
-                low = simulate_low_dose(fd, dose=dose, spacing=(px, px), geometry=self.cfg.geometry,
-                                        mode="insert", kernel="ramp", i0=REAL_I0,
-                                        seed=1000 + 10 * k + j)
-                scene = _real_scene(low, fd, f"{path.stem} dose {dose_label(dose)}", (px, px))
-                cur = self.curve(MAIN_MODEL, scene, f"{path.stem}-{dose}")
-                dose_curves.append((f"dose {dose_label(dose)}", _BASE_DOSE, dose, cur, scene))
-                sec.checks.append(check_std_falls(
-                    cur.std_hu, case=f"real: {MAIN_MODEL}, {path.stem} dose {dose_label(dose)}",
-                    default_index=cur.default_index))  # fmt: skip
-                if math.isclose(dose, _BASE_DOSE):
-                    for m in others:
-                        mc = self.curve(m, scene, f"{path.stem}-{dose}")
-                        model_curves.append((f"{m} (trained at {dose_label(DOSE_MODELS[m])})",
-                                             DOSE_MODELS[m], dose, mc, scene))  # fmt: skip
+            dose_curves, model_curves = self._l067_curves(sec, k, path, px, others)
             if k == 0:
-                self._dose_section(sec, dose_curves, "real L067, Fig. 5 analog", "real_l067_doses",
-                                   f"{MAIN_MODEL} on {path.stem} at three inserted doses")
+                self._dose_section(
+                    sec,
+                    dose_curves,
+                    "real L067, Fig. 5 analog",
+                    "real_l067_doses",
+                    f"{MAIN_MODEL} on {path.stem} at three inserted doses",
+                )
                 if model_curves:
-                    self._dose_section(sec, model_curves, "real L067, Figs. 7-8 analog",
-                                       "real_l067_models",
-                                       f"models of other doses on {path.stem}, dose 1/4")
+                    self._dose_section(
+                        sec,
+                        model_curves,
+                        "real L067, Figs. 7-8 analog",
+                        "real_l067_models",
+                        f"models of other doses on {path.stem}, dose 1/4",
+                    )
             else:
                 for label, mdose, idose, cur, _ in dose_curves + model_curves:
                     exp = _expectation(mdose, idose)
                     if exp is not None:
-                        sec.checks.append(check_smoothing(
-                            cur.strengths, cur.rmse_hu, cur.default_index, expect=exp,
-                            case=f"real L067 {path.stem}: {label}, input {dose_label(idose)}"))
+                        sec.checks.append(
+                            check_smoothing(
+                                cur.strengths,
+                                cur.rmse_hu,
+                                cur.default_index,
+                                expect=exp,
+                                case=f"real L067 {path.stem}: {label}, input {dose_label(idose)}",
+                            )
+                        )
         sec.paragraphs.append(
             f"Full-dose sharp-kernel slices of patient L067 ({self.cfg.real_slices} used) with "
             "projection-domain noise inserted at doses 1/2, 1/4 and 1/8 (ramp kernel, "
@@ -1146,6 +1216,42 @@ class Experiments:
             "high-resolution end (it pushes toward 'over-smoothing' verdicts)."
         )
         return sec
+
+    def _l067_curves(
+        self, sec: Section, k: int, path: Path, px: float, others: list[str]
+    ) -> tuple[
+        list[tuple[str, float, float, Curve, Scene]], list[tuple[str, float, float, Curve, Scene]]
+    ]:
+        """Curves of one L067 slice: the main model at every inserted dose, others at 1/4."""
+        from ctdid.sim import simulate_low_dose
+
+        fd = _read_mayo(path, self.cfg.size)
+        dose_curves = []
+        model_curves = []
+        for j, dose in enumerate(REAL_DOSES):
+            self.log(f"inserting dose {dose_label(dose)} into {path.name}")
+            low = simulate_low_dose(
+                fd,
+                dose=dose,
+                spacing=(px, px),
+                geometry=self.cfg.geometry,
+                mode="insert",
+                kernel="ramp",
+                i0=REAL_I0,
+                seed=1000 + 10 * k + j,
+            )
+            scene = _real_scene(low, fd, f"{path.stem} dose {dose_label(dose)}", (px, px))
+            cur = self.curve(MAIN_MODEL, scene, f"{path.stem}-{dose}")
+            dose_curves.append((f"dose {dose_label(dose)}", _BASE_DOSE, dose, cur, scene))
+            sec.checks.append(check_std_falls(
+                cur.std_hu, case=f"real: {MAIN_MODEL}, {path.stem} dose {dose_label(dose)}",
+                default_index=cur.default_index))  # fmt: skip
+            if math.isclose(dose, _BASE_DOSE):
+                for m in others:
+                    mc = self.curve(m, scene, f"{path.stem}-{dose}")
+                    model_curves.append((f"{m} (trained at {dose_label(DOSE_MODELS[m])})",
+                                         DOSE_MODELS[m], dose, mc, scene))  # fmt: skip
+        return dose_curves, model_curves
 
     def all_sections(self) -> list[Section]:
         """Run every experiment, in report order."""

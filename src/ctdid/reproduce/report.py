@@ -66,13 +66,13 @@ class ReproResult:
     seconds: float
 
 
-
 def _shown_path(path: Path) -> str:
     """A path as the report shows it: relative to the working folder when it is near."""
     try:
         return os.path.relpath(path)
     except ValueError:  # another drive
         return str(path)
+
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -121,6 +121,18 @@ def write_report(
     -------
     Path
     """
+    lines = _intro_lines(config, missing_models)
+    lines += _claim_lines(claims)
+    for sec in sections:
+        lines += _section_lines(sec)
+    lines += _settings_lines(config, sections, shared_dir, seconds, engine)
+    target = Path(path)
+    target.write_text("\n".join(lines), encoding="utf-8")
+    return target
+
+
+def _intro_lines(config: ReproConfig, missing_models: Sequence[str]) -> list[str]:
+    """Title, how the report was made, and notes on a quick run or missing models."""
     from ctdid import __version__
 
     cmd = "ctdid reproduce" + (" --quick" if config.quick else "")
@@ -150,7 +162,12 @@ def write_report(
             "may be NOT CHECKED.",
             "",
         ]
-    lines += ["## The paper's claims", ""]
+    return lines
+
+
+def _claim_lines(claims: Sequence[Claim]) -> list[str]:
+    """The table of the paper's claims and how a verdict is reached."""
+    lines = ["## The paper's claims", ""]
     rows = []
     for i, c in enumerate(claims, 1):
         nums = "; ".join(f"{k.case}: {'held' if k.held else 'NOT held'} ({k.numbers})"
@@ -176,25 +193,40 @@ def write_report(
         "interpolation in noise).",
         "",
     ]
-    for sec in sections:
-        lines += [f"## {sec.title}", ""]
-        if sec.requires_shared:
-            lines += ["*Requires `../shared` (real Mayo data, not redistributed).*", ""]
-        if sec.skipped:
-            lines += [f"Skipped: {sec.skipped}.", ""]
-            continue
-        for p in sec.paragraphs:
-            lines += [p, ""]
-        for name, caption in sec.figures:
-            lines += [f"![{Path(name).stem}]({name})", "", f"*{caption}*", ""]
-        for t in sec.tables:
-            lines += [*_table(t.header, t.rows), ""]
-        if sec.checks:
-            lines += ["Claims checked here:", ""]
-            lines += [f"- {c.claim}: {'held' if c.held else '**NOT held**'} — {c.case}: "
-                      f"{c.numbers}" for c in sec.checks]  # fmt: skip
-            lines.append("")
-    lines += ["## Settings and runtime", ""]
+    return lines
+
+
+def _section_lines(sec: Section) -> list[str]:
+    """One experiment's section: paragraphs, figures, tables and the claims it checked."""
+    lines = [f"## {sec.title}", ""]
+    if sec.requires_shared:
+        lines += ["*Requires `../shared` (real Mayo data, not redistributed).*", ""]
+    if sec.skipped:
+        lines += [f"Skipped: {sec.skipped}.", ""]
+        return lines
+    for p in sec.paragraphs:
+        lines += [p, ""]
+    for name, caption in sec.figures:
+        lines += [f"![{Path(name).stem}]({name})", "", f"*{caption}*", ""]
+    for t in sec.tables:
+        lines += [*_table(t.header, t.rows), ""]
+    if sec.checks:
+        lines += ["Claims checked here:", ""]
+        lines += [f"- {c.claim}: {'held' if c.held else '**NOT held**'} — {c.case}: "
+                  f"{c.numbers}" for c in sec.checks]  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def _settings_lines(
+    config: ReproConfig,
+    sections: Sequence[Section],
+    shared_dir: Path | None,
+    seconds: float,
+    engine: dict[str, Any] | None,
+) -> list[str]:
+    """The settings of the run and the time each section took."""
+    lines = ["## Settings and runtime", ""]
     eng = engine or {}
     settings = [
         ("image size", f"{config.size} px (simulated: 380 mm field, {config.pixel_mm:.3f} mm "
@@ -214,9 +246,7 @@ def write_report(
     lines += _table(("setting", "value"), settings)
     lines += ["", *_table(("section", "seconds"),
                           [(s.title, f"{s.seconds:.0f}") for s in sections]), ""]  # fmt: skip
-    target = Path(path)
-    target.write_text("\n".join(lines), encoding="utf-8")
-    return target
+    return lines
 
 
 def _threads() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -275,6 +276,47 @@ def _free(x: float, y: float, r: float, taken: list[tuple[float, float, float]])
     return all(math.hypot(x - a, y - b) > r + c + 3 for a, b, c in taken)
 
 
+#: A circle ``(x, y, r)`` in mm.
+_Circle = tuple[float, float, float]
+#: An ellipse ``(cx, cy, ax, ay, angle_deg)`` in mm.
+_Ellipse = tuple[float, float, float, float, float]
+
+
+def _place(
+    rng: np.random.Generator,
+    tries: int,
+    radius: tuple[float, float],
+    centre: Callable[[], tuple[float, float]],
+    fits: Callable[[float, float, float], bool],
+) -> _Circle | None:
+    """The first of up to ``tries`` random circles (radius, then ``centre``) that ``fits``."""
+    for _try in range(tries):
+        r = rng.uniform(*radius)
+        x, y = centre()
+        if fits(x, y, r):
+            return x, y, r
+    return None
+
+
+def _ribs(
+    cv: _Canvas,
+    rng: np.random.Generator,
+    semi_axes: tuple[float, float],
+    *,
+    first_deg: float,
+    step_deg: float,
+    count: int,
+    jitter_deg: float,
+) -> None:
+    """Paint ``count`` ribs a side on an ellipse of ``semi_axes`` mm, at jittered angles."""
+    for side in (-1, 1):
+        for k in range(count):
+            t = math.radians(first_deg + step_deg * k + rng.uniform(-jitter_deg, jitter_deg))
+            x, y = side * semi_axes[0] * math.cos(t), semi_axes[1] * math.sin(t)
+            cv.ellipse(x, y, 6, 3.5, 900, angle_deg=math.degrees(t) * side, name="bone")
+            cv.ellipse(x, y, 4, 1.8, 350, angle_deg=math.degrees(t) * side)
+
+
 def abdomen_phantom(
     *,
     seed: int | None = None,
@@ -314,27 +356,37 @@ def abdomen_phantom(
     if fov_mm < 360:
         raise ValueError(f"fov_mm must be >= 360 mm for the abdomen phantom, got {fov_mm}")
     rng = np.random.default_rng(seed)
-    u = rng.uniform
     cv = _Canvas(shape, fov_mm, AIR_HU, supersample)
-    a, b = u(150, 172), u(105, 125)  # body semi-axes
+    a, b = rng.uniform(150, 172), rng.uniform(105, 125)  # body semi-axes
+    sy = b * 0.5  # the spine's centre
+    _abdomen_wall(cv, rng, a, b, sy)
+    liver, spleen = _abdomen_organs(cv, rng, a, b, sy)
+    _bowel(cv, rng, a, b, sy, liver)
+    # Liver: a flat ROI, vessels (fine details) and low-contrast lesions, without overlap.
+    roi_half = 8.0
+    roi_xy, taken = _liver_roi_and_vessels(cv, rng, liver, roi_half)
+    lesions = _liver_lesions(cv, rng, liver, taken, n_lesions)
+    _calcifications(cv, rng, sy, spleen)
+    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], roi_half))
+
+
+def _abdomen_wall(cv: _Canvas, rng: np.random.Generator, a: float, b: float, sy: float) -> None:
+    """Paint the body, abdominal wall, visceral fat, back muscles and ribs."""
     cv.ellipse(0, 0, a, b, -100, name="body")
     cv.ellipse(0, 0, a - 11, b - 9, 50)  # abdominal wall muscle
     cv.ellipse(0, 0, a - 20, b - 18, -100)  # visceral fat
-
-    # Spine and back.
-    sy = b * 0.5
     for side in (-1, 1):
         cv.ellipse(side * 38, sy + 28, 28, 14, 50, angle_deg=side * 10)  # erector spinae
         cv.ellipse(side * 32, sy - 2, 13, 19, 50, angle_deg=side * 20)  # psoas
     # Ribs along the lateral and posterior wall.
-    for side in (-1, 1):
-        for k in range(3):
-            t = math.radians(15 + 28 * k + u(-5, 5))
-            x, y = side * (a - 16) * math.cos(t), (b - 14) * math.sin(t)
-            cv.ellipse(x, y, 6, 3.5, 900, angle_deg=math.degrees(t) * side, name="bone")
-            cv.ellipse(x, y, 4, 1.8, 350, angle_deg=math.degrees(t) * side)
+    _ribs(cv, rng, (a - 16, b - 14), first_deg=15, step_deg=28, count=3, jitter_deg=5)
 
-    # Organs.
+
+def _abdomen_organs(
+    cv: _Canvas, rng: np.random.Generator, a: float, b: float, sy: float
+) -> tuple[_Ellipse, tuple[float, float]]:
+    """Paint liver, spleen, kidneys, vertebra and great vessels; return liver and spleen centre."""
+    u = rng.uniform
     lx, ly = -a * u(0.38, 0.48), -b * u(0.05, 0.2)
     lax, lay, lang = a * u(0.38, 0.45), b * u(0.55, 0.65), u(-30, -10)
     cv.ellipse(lx, ly, lax, lay, 60, angle_deg=lang, name="liver")
@@ -353,66 +405,106 @@ def abdomen_phantom(
     # Great vessels (enhanced).
     cv.disk(12 + u(-3, 3), sy - 30, u(9, 12), u(200, 300), name="vessel")
     cv.ellipse(-20 + u(-3, 3), sy - 28, 13, 9, u(150, 200), name="vessel")
+    return (lx, ly, lax, lay, lang), (spx, spy)
 
-    # Bowel loops and stomach in the anterior abdomen.
-    taken: list[tuple[float, float, float]] = []
+
+def _bowel(
+    cv: _Canvas, rng: np.random.Generator, a: float, b: float, sy: float, liver: _Ellipse
+) -> None:
+    """Paint the stomach and bowel loops in the anterior abdomen, clear of liver and spine."""
+    u = rng.uniform
     stomach = (a * 0.25, -b * 0.45, 28.0)
     cv.ellipse(stomach[0], stomach[1], 34, 22, 40, angle_deg=-15)
     cv.ellipse(stomach[0] - 5, stomach[1] - 8, 22, 9, AIR_HU, name="gas")
-    taken.append(stomach)
+    taken: list[_Circle] = [stomach]
+    lx, ly, lax, lay, lang = liver
+
+    def centre() -> tuple[float, float]:
+        return u(-a * 0.45, a * 0.55), u(-b * 0.6, b * 0.2)
+
+    def fits(x: float, y: float, r: float) -> bool:
+        inside_body = _inside(x, y, 0, 0, a - 22 - r, b - 20 - r, 0) < 1
+        clear = _inside(x, y, lx, ly, lax + r, lay + r, lang) > 1 and _free(x, y, r, taken)
+        return inside_body and clear and math.hypot(x, y - sy) > 50 + r
+
     for _ in range(int(rng.integers(4, 8))):
-        for _try in range(30):
-            r = u(9, 16)
-            x, y = u(-a * 0.45, a * 0.55), u(-b * 0.6, b * 0.2)
-            inside_body = _inside(x, y, 0, 0, a - 22 - r, b - 20 - r, 0) < 1
-            clear = _inside(x, y, lx, ly, lax + r, lay + r, lang) > 1 and _free(x, y, r, taken)
-            if inside_body and clear and math.hypot(x, y - sy) > 50 + r:
-                cv.disk(x, y, r, 40)  # wall
-                content = AIR_HU if rng.random() < 0.4 else 20.0
-                cv.disk(x, y, r - 2, content, name="gas" if content == AIR_HU else None)
-                taken.append((x, y, r))
-                break
+        loop = _place(rng, 30, (9, 16), centre, fits)
+        if loop is not None:
+            x, y, r = loop
+            cv.disk(x, y, r, 40)  # wall
+            content = AIR_HU if rng.random() < 0.4 else 20.0
+            cv.disk(x, y, r - 2, content, name="gas" if content == AIR_HU else None)
+            taken.append(loop)
 
-    # Liver: a flat ROI, vessels (fine details) and low-contrast lesions, without overlap.
-    def in_liver(x: float, y: float, margin: float) -> bool:
-        return _inside(x, y, lx, ly, lax - margin, lay - margin, lang) < 1
 
-    taken = []
-    roi_half = 8.0
+def _in_box(rng: np.random.Generator, ellipse: _Ellipse) -> tuple[float, float]:
+    """A random point in the box of half sides (ax, ay) centred on the ellipse's centre."""
+    cx, cy, ax, ay, _ = ellipse
+    return cx + rng.uniform(-1, 1) * ax, cy + rng.uniform(-1, 1) * ay
+
+
+def _in_ellipse(x: float, y: float, ellipse: _Ellipse, margin: float) -> bool:
+    """Whether (x, y) lies in ``ellipse`` shrunk by ``margin`` mm."""
+    cx, cy, ax, ay, ang = ellipse
+    return _inside(x, y, cx, cy, ax - margin, ay - margin, ang) < 1
+
+
+def _liver_roi_and_vessels(
+    cv: _Canvas, rng: np.random.Generator, liver: _Ellipse, roi_half: float
+) -> tuple[tuple[float, float], list[_Circle]]:
+    """Place the liver's flat ROI and paint its vessels; return the ROI centre and what is taken."""
+    u = rng.uniform
+    lx, ly, lax, lay, _ = liver
     for _try in range(200):
         x, y = lx + u(-0.4, 0.4) * lax, ly + u(-0.4, 0.4) * lay
-        if in_liver(x, y, roi_half * 1.5 + 6):
+        if _in_ellipse(x, y, liver, roi_half * 1.5 + 6):
             break
     roi_xy = (x, y)
-    taken.append((x, y, roi_half * 1.5))
+    taken = [(x, y, roi_half * 1.5)]
     cv.disk(lx + lax * 0.15, ly + lay * 0.35, u(5, 7), 180, name="vessel")  # portal vein
     taken.append((lx + lax * 0.15, ly + lay * 0.35, 7.0))
+
+    def fits(x: float, y: float, r: float) -> bool:
+        return _in_ellipse(x, y, liver, 6) and _free(x, y, r, taken)
+
     for _ in range(8):
-        for _try in range(50):
-            r = u(1.0, 3.0)
-            x, y = lx + u(-1, 1) * lax, ly + u(-1, 1) * lay
-            if in_liver(x, y, 6) and _free(x, y, r, taken):
-                cv.disk(x, y, r, u(150, 220), name="vessel")
-                taken.append((x, y, r))
-                break
+        vessel = _place(rng, 50, (1.0, 3.0), lambda: _in_box(rng, liver), fits)
+        if vessel is not None:
+            cv.disk(vessel[0], vessel[1], vessel[2], u(150, 220), name="vessel")
+            taken.append(vessel)
+    return roi_xy, taken
+
+
+def _liver_lesions(
+    cv: _Canvas, rng: np.random.Generator, liver: _Ellipse, taken: list[_Circle], n: int
+) -> list[Lesion]:
+    """Paint ``n`` low-contrast liver lesions clear of what is ``taken`` (which they join)."""
+
+    def fits(x: float, y: float, r: float) -> bool:
+        return _in_ellipse(x, y, liver, r + 4) and _free(x, y, r, taken)
+
     lesions = []
-    for _ in range(n_lesions):
-        for _try in range(200):
-            r = u(3, 10)
-            x, y = lx + u(-1, 1) * lax, ly + u(-1, 1) * lay
-            if in_liver(x, y, r + 4) and _free(x, y, r, taken):
-                contrast = float(rng.choice([-1, 1]) * u(3, 20))
-                cv.disk(x, y, r, 60 + contrast)
-                lesions.append(cv.lesion(x, y, r, contrast))
-                taken.append((x, y, r))
-                break
-    # Fine high-contrast dots: calcifications in the aortic wall and the spleen.
+    for _ in range(n):
+        spot = _place(rng, 200, (3, 10), lambda: _in_box(rng, liver), fits)
+        if spot is not None:
+            x, y, r = spot
+            contrast = float(rng.choice([-1, 1]) * rng.uniform(3, 20))
+            cv.disk(x, y, r, 60 + contrast)
+            lesions.append(cv.lesion(x, y, r, contrast))
+            taken.append(spot)
+    return lesions
+
+
+def _calcifications(
+    cv: _Canvas, rng: np.random.Generator, sy: float, spleen: tuple[float, float]
+) -> None:
+    """Paint fine high-contrast dots: calcifications in the aortic wall and the spleen."""
+    u = rng.uniform
     for _ in range(4):
         t = u(0, 2 * math.pi)
         cv.disk(12 + 12 * math.cos(t), sy - 30 + 12 * math.sin(t), u(0.6, 1.2), 900, "detail")
     for _ in range(2):
-        cv.disk(spx + u(-8, 8), spy + u(-8, 8), u(0.5, 1.0), 700, name="detail")
-    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], roi_half))
+        cv.disk(spleen[0] + u(-8, 8), spleen[1] + u(-8, 8), u(0.5, 1.0), 700, name="detail")
 
 
 def chest_phantom(
@@ -451,18 +543,13 @@ def chest_phantom(
     cv.ellipse(0, 0, a, b, -100, name="body")
     cv.ellipse(0, 0, a - 10, b - 8, 50)  # chest wall
     sy = b * 0.5
-    lungs = []
+    lungs: list[_Ellipse] = []
     for side in (-1, 1):
         c = (side * a * 0.42, -b * 0.02, a * 0.38, b * 0.72, -side * u(0, 10))
         cv.ellipse(*c[:4], -850, angle_deg=c[4], name="lung")
         lungs.append(c)
     # Ribs around the chest wall.
-    for side in (-1, 1):
-        for k in range(5):
-            t = math.radians(-70 + 35 * k + u(-4, 4))
-            x, y = side * (a - 15) * math.cos(t), (b - 12) * math.sin(t)
-            cv.ellipse(x, y, 6, 3.5, 900, angle_deg=math.degrees(t) * side, name="bone")
-            cv.ellipse(x, y, 4, 1.8, 350, angle_deg=math.degrees(t) * side)
+    _ribs(cv, rng, (a - 15, b - 12), first_deg=-70, step_deg=35, count=5, jitter_deg=4)
     # Mediastinum, heart, aorta, trachea, spine.
     cv.ellipse(0, -b * 0.1, 35, b * 0.7, 50)
     cv.ellipse(u(10, 25), -b * 0.2, u(50, 60), u(40, 50), 40, angle_deg=u(-30, -15), name="heart")
@@ -476,33 +563,49 @@ def chest_phantom(
     for side in (-1, 1):
         cv.ellipse(side * 38, sy + 26, 26, 12, 50, angle_deg=side * 10)
     roi_xy = (38.0, sy + 26)
+    lesions = _lung_details(cv, rng, (a, b), lungs, n_nodules)
+    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], 8.0))
+
+
+def _lung_details(
+    cv: _Canvas,
+    rng: np.random.Generator,
+    body: tuple[float, float],
+    lungs: list[_Ellipse],
+    n_nodules: int,
+) -> list[Lesion]:
+    """Paint pulmonary vessels and ``n_nodules`` solid nodules in the lungs, without overlap."""
+    u = rng.uniform
+    a, b = body
+    taken: list[_Circle] = []
+
+    def centre() -> tuple[float, float]:
+        return u(-a, a), u(-b, b)
 
     def in_lung(x: float, y: float, margin: float) -> bool:
-        return any(
-            _inside(x, y, cx, cy, ax - margin, ay - margin, t) < 1 for cx, cy, ax, ay, t in lungs
-        )
+        return any(_in_ellipse(x, y, lung, margin) for lung in lungs)
 
-    taken: list[tuple[float, float, float]] = []
+    def vessel_fits(x: float, y: float, r: float) -> bool:
+        return in_lung(x, y, 4) and _free(x, y, r, taken)
+
+    def nodule_fits(x: float, y: float, r: float) -> bool:
+        return in_lung(x, y, r + 5) and _free(x, y, r, taken)
+
     for _ in range(60):
-        for _try in range(30):
-            r = u(0.6, 3.5)
-            x, y = u(-a, a), u(-b, b)
-            if in_lung(x, y, 4) and _free(x, y, r, taken):
-                cv.disk(x, y, r, 40, name="vessel")
-                taken.append((x, y, r))
-                break
+        vessel = _place(rng, 30, (0.6, 3.5), centre, vessel_fits)
+        if vessel is not None:
+            cv.disk(vessel[0], vessel[1], vessel[2], 40, name="vessel")
+            taken.append(vessel)
     lesions = []
     for _ in range(n_nodules):
-        for _try in range(200):
-            r = u(2, 6)
-            x, y = u(-a, a), u(-b, b)
-            if in_lung(x, y, r + 5) and _free(x, y, r, taken):
-                contrast = float(u(700, 870))
-                cv.disk(x, y, r, -850 + contrast)
-                lesions.append(cv.lesion(x, y, r, contrast))
-                taken.append((x, y, r))
-                break
-    return cv.phantom(lesions, cv.roi(roi_xy[0], roi_xy[1], 8.0))
+        spot = _place(rng, 200, (2, 6), centre, nodule_fits)
+        if spot is not None:
+            x, y, r = spot
+            contrast = float(u(700, 870))
+            cv.disk(x, y, r, -850 + contrast)
+            lesions.append(cv.lesion(x, y, r, contrast))
+            taken.append(spot)
+    return lesions
 
 
 # Shepp & Logan (1974) ellipses: centre (x0, y0) and semi-axes (a, b) in units of the half

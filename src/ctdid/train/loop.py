@@ -432,27 +432,7 @@ def train(
             if p.exists():
                 raise OutputExistsError("exists; pass --overwrite to replace it", path=p)
     check_not_held_out(Path(config.dataset).name, path=config.dataset)
-    ckpt_path = paths["checkpoint"]
-    state: dict[str, Any] | None = None
-    if ckpt_path.exists():
-        if resume:
-            state = _load_checkpoint(ckpt_path)
-            try:
-                saved = TrainConfig.from_dict(state["config"])
-            except InputError as exc:
-                raise InputError(f"checkpoint config: {exc.problem}", path=ckpt_path) from None
-            diff = config.differences(saved)
-            if diff:
-                raise InputError(
-                    f"checkpoint was made with another config (differs in {', '.join(diff)}); "
-                    "pass --no-resume --overwrite to start over",
-                    path=ckpt_path,
-                )
-        elif not overwrite:
-            raise OutputExistsError(
-                "a checkpoint exists; resume it or pass --overwrite to start over",
-                path=ckpt_path,
-            )
+    state = _resume_state(config, paths["checkpoint"], resume=resume, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
 
     dev = torch.device("cpu") if device is None else torch.device(device)
@@ -465,6 +445,34 @@ def train(
         torch.set_num_threads(old_threads)
 
 
+def _resume_state(
+    config: TrainConfig, ckpt_path: Path, *, resume: bool, overwrite: bool
+) -> dict[str, Any] | None:
+    """The checkpoint to resume (None: start afresh), checked against ``config``."""
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        if not overwrite:
+            raise OutputExistsError(
+                "a checkpoint exists; resume it or pass --overwrite to start over",
+                path=ckpt_path,
+            )
+        return None
+    state = _load_checkpoint(ckpt_path)
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except InputError as exc:
+        raise InputError(f"checkpoint config: {exc.problem}", path=ckpt_path) from None
+    diff = config.differences(saved)
+    if diff:
+        raise InputError(
+            f"checkpoint was made with another config (differs in {', '.join(diff)}); "
+            "pass --no-resume --overwrite to start over",
+            path=ckpt_path,
+        )
+    return state
+
+
 def _run(
     config: TrainConfig,
     out: Path,
@@ -475,9 +483,7 @@ def _run(
     stop_after: int | None,
     overwrite: bool,
 ) -> TrainResult:
-    from ctdid.io.atomic import atomic_file
-    from ctdid.models import ModelCard, sha256_file
-
+    """Train (from ``state`` if given) and write the outputs: :func:`train` past its checks."""
     info = read_dataset_info(config.dataset)
     train_files, val = _val_pairs(config)
     test = _test_pair(config)
@@ -489,113 +495,184 @@ def _run(
         seed=config.seed,
         min_body_fraction=config.min_body_fraction,
     )
-
     torch.manual_seed(config.seed)
-    adapter = build_adapter(config).to(dev)
-    optimizer = torch.optim.Adam(adapter.net.parameters(), lr=config.lr)
-    milestones = sorted({max(1, round(m * config.iterations)) for m in config.lr_milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=milestones, gamma=config.lr_gamma
-    )
-    start = 0
-    history: list[dict[str, Any]] = []
-    if state is not None:
-        adapter.net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["iteration"])
-        history = list(state["history"])
-
-    last_val: float | None = next(
-        (h["val_rmse_hu"] for h in reversed(history) if "val_rmse_hu" in h), None
+    trainer = _Trainer.start_or_resume(config, dev, val, test, state)
+    end = config.iterations if stop_after is None else min(config.iterations, stop_after)
+    step_seconds = trainer.train_until(end, dataset, paths, progress)
+    ran = max(0, end - trainer.start)
+    sec_per_it = step_seconds / ran if ran else None
+    metrics: dict[str, Any] = {}
+    if end == config.iterations:
+        metrics = trainer.final_metrics(paths["log"])
+        _write_outputs(trainer, paths, metrics, info, n_train=len(train_files), overwrite=overwrite)
+    return TrainResult(
+        **_result_paths(paths),
+        metrics=metrics,
+        iterations_run=ran,
+        seconds_per_iteration=sec_per_it,
     )
 
-    def validate(iteration: int) -> dict[str, Any]:
+
+@dataclasses.dataclass
+class _Trainer:
+    """The network, optimiser and schedule of a run, with its history and evaluation data."""
+
+    config: TrainConfig
+    adapter: HUAdapter
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dev: torch.device
+    val: list[tuple[NDArray[np.float32], NDArray[np.float32]]]
+    test: tuple[NDArray[np.float32], NDArray[np.float32]] | None
+    start: int = 0  # iterations done before this call
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def start_or_resume(
+        cls,
+        config: TrainConfig,
+        dev: torch.device,
+        val: list[tuple[NDArray[np.float32], NDArray[np.float32]]],
+        test: tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+        state: dict[str, Any] | None,
+    ) -> _Trainer:
+        """A fresh network, Adam and step schedule, restored from a checkpoint ``state``."""
+        adapter = build_adapter(config).to(dev)
+        optimizer = torch.optim.Adam(adapter.net.parameters(), lr=config.lr)
+        milestones = sorted({max(1, round(m * config.iterations)) for m in config.lr_milestones})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=milestones, gamma=config.lr_gamma
+        )
+        trainer = cls(config, adapter, optimizer, scheduler, dev, val, test)
+        if state is not None:
+            adapter.net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            trainer.start = int(state["iteration"])
+            trainer.history = list(state["history"])
+        return trainer
+
+    def validate(self, iteration: int) -> dict[str, Any]:
+        """A history entry with the validation and test RMSEs (HU) at ``iteration``."""
         entry: dict[str, Any] = {"iteration": iteration}
-        if val:
-            rmse, rmse_in = evaluate(adapter, val, device=dev)
+        if self.val:
+            rmse, rmse_in = evaluate(self.adapter, self.val, device=self.dev)
             entry.update(val_rmse_hu=rmse, val_input_rmse_hu=rmse_in)
-        if test is not None:
-            rmse, rmse_in = evaluate(adapter, [test], device=dev)
+        if self.test is not None:
+            rmse, rmse_in = evaluate(self.adapter, [self.test], device=self.dev)
             entry.update(test_rmse_hu=rmse, test_input_rmse_hu=rmse_in)
         return entry
 
-    end = config.iterations if stop_after is None else min(config.iterations, stop_after)
-    adapter.train()
-    window: list[float] = []
-    step_seconds = 0.0
-    t_window = time.perf_counter()
-    for it in range(start, end):
-        t0 = time.perf_counter()
-        low, normal = dataset.batch(it, config.batch_size)
-        low, normal = low.to(dev), normal.to(dev)
-        lr = optimizer.param_groups[0]["lr"]
-        pred = adapter.forward_net(adapter.to_net(low))
-        loss = F.mse_loss(pred, adapter.to_net(normal))
-        optimizer.zero_grad(set_to_none=True)
+    def step(self, dataset: PairPatchDataset, it: int) -> tuple[float, float]:
+        """One optimiser step on batch ``it``; its loss and learning rate."""
+        low, normal = dataset.batch(it, self.config.batch_size)
+        low, normal = low.to(self.dev), normal.to(self.dev)
+        lr = self.optimizer.param_groups[0]["lr"]
+        pred = self.adapter.forward_net(self.adapter.to_net(low))
+        loss = F.mse_loss(pred, self.adapter.to_net(normal))
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        self.optimizer.step()
+        self.scheduler.step()
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at iteration {it + 1}")
-        step_seconds += time.perf_counter() - t0
-        window.append(loss_value)
-        done = it + 1
-        if done % config.log_every == 0 or done == end:
-            history.append(
-                {
-                    "iteration": done,
-                    "loss": float(np.mean(window)),
-                    "lr": lr,
-                    "seconds": round(time.perf_counter() - t_window, 4),
-                }
-            )
-            window = []
-            t_window = time.perf_counter()
-        if done % config.val_every == 0 or done == config.iterations:
-            entry = validate(done)
-            history.append(entry)
-            last_val = entry.get("val_rmse_hu", last_val)
-        if progress is not None:
-            progress(TrainProgress(done, config.iterations, loss_value, lr, last_val))
-        if done % config.checkpoint_every == 0 or done == end:
-            _save_checkpoint(
-                paths["checkpoint"],
-                iteration=done,
-                adapter=adapter,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                config=config,
-                history=history,
-            )
-            _write_log(paths["log"], history)
-    ran = max(0, end - start)
-    sec_per_it = step_seconds / ran if ran else None
-    if end < config.iterations:
-        return TrainResult(
-            **_result_paths(paths),
-            metrics={},
-            iterations_run=ran,
-            seconds_per_iteration=sec_per_it,
+        return loss_value, lr
+
+    def train_until(
+        self,
+        end: int,
+        dataset: PairPatchDataset,
+        paths: dict[str, Path],
+        progress: Callable[[TrainProgress], None] | None,
+    ) -> float:
+        """Train from :attr:`start` to ``end`` iterations, logging, validating and saving.
+
+        Returns the wall time of the training steps alone, in seconds.
+        """
+        config, history = self.config, self.history
+        last_val: float | None = next(
+            (h["val_rmse_hu"] for h in reversed(history) if "val_rmse_hu" in h), None
         )
+        self.adapter.train()
+        window: list[float] = []
+        step_seconds = 0.0
+        t_window = time.perf_counter()
+        for it in range(self.start, end):
+            t0 = time.perf_counter()
+            loss_value, lr = self.step(dataset, it)
+            step_seconds += time.perf_counter() - t0
+            window.append(loss_value)
+            done = it + 1
+            if done % config.log_every == 0 or done == end:
+                history.append(
+                    {
+                        "iteration": done,
+                        "loss": float(np.mean(window)),
+                        "lr": lr,
+                        "seconds": round(time.perf_counter() - t_window, 4),
+                    }
+                )
+                window = []
+                t_window = time.perf_counter()
+            if done % config.val_every == 0 or done == config.iterations:
+                entry = self.validate(done)
+                history.append(entry)
+                last_val = entry.get("val_rmse_hu", last_val)
+            if progress is not None:
+                progress(TrainProgress(done, config.iterations, loss_value, lr, last_val))
+            if done % config.checkpoint_every == 0 or done == end:
+                self.save_checkpoint(paths, done)
+        return step_seconds
 
-    final = next((h for h in reversed(history) if "iteration" in h and "loss" not in h), None)
-    if final is None or final["iteration"] != config.iterations:
-        final = validate(config.iterations)
-        history.append(final)
-        _write_log(paths["log"], history)
-    losses = [h["loss"] for h in history if "loss" in h]
-    metrics: dict[str, Any] = {
-        k: round(float(v), 3) for k, v in final.items() if k != "iteration" and v is not None
-    }
-    if losses:
-        metrics["final_train_mse_net"] = float(losses[-1])
-    metrics["val_slices"] = len(val)
+    def save_checkpoint(self, paths: dict[str, Path], iteration: int) -> None:
+        """Write the checkpoint and the log after ``iteration`` iterations."""
+        _save_checkpoint(
+            paths["checkpoint"],
+            iteration=iteration,
+            adapter=self.adapter,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            config=self.config,
+            history=self.history,
+        )
+        _write_log(paths["log"], self.history)
 
+    def final_metrics(self, log: Path) -> dict[str, Any]:
+        """The card's metrics: the last validation (made now if missing) and the final loss."""
+        history, iterations = self.history, self.config.iterations
+        final = next((h for h in reversed(history) if "iteration" in h and "loss" not in h), None)
+        if final is None or final["iteration"] != iterations:
+            final = self.validate(iterations)
+            history.append(final)
+            _write_log(log, history)
+        losses = [h["loss"] for h in history if "loss" in h]
+        metrics: dict[str, Any] = {
+            k: round(float(v), 3) for k, v in final.items() if k != "iteration" and v is not None
+        }
+        if losses:
+            metrics["final_train_mse_net"] = float(losses[-1])
+        metrics["val_slices"] = len(self.val)
+        return metrics
+
+
+def _write_outputs(
+    trainer: _Trainer,
+    paths: dict[str, Path],
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    n_train: int,
+    overwrite: bool,
+) -> None:
+    """Write the weights, the model card, the training curve and the config."""
     from safetensors.torch import save_file
 
+    from ctdid.io.atomic import atomic_file
+    from ctdid.models import ModelCard, sha256_file
+
+    config, adapter = trainer.config, trainer.adapter
     tensors = {k: v.detach().cpu().contiguous() for k, v in adapter.net.state_dict().items()}
     with atomic_file(paths["weights"], overwrite=overwrite) as tmp:
         save_file(
@@ -613,7 +690,7 @@ def _run(
         size_multiple=adapter.size_multiple,
         training_dose=config.dose,
         kernel=_kernel_text(info),
-        training_data=_training_data_text(info, config, len(train_files)),
+        training_data=_training_data_text(info, config, n_train),
         licence=config.licence,
         weights_sha256=sha256_file(paths["weights"]),
         metrics=metrics,
@@ -621,11 +698,5 @@ def _run(
         notes=config.notes,
     )
     card.save(paths["card"], overwrite=overwrite)
-    _plot_curve(paths["curve"], history, title=f"{config.name} (dose {config.dose})")
+    _plot_curve(paths["curve"], trainer.history, title=f"{config.name} (dose {config.dose})")
     config.save(paths["config"], overwrite=overwrite)
-    return TrainResult(
-        **_result_paths(paths),
-        metrics=metrics,
-        iterations_run=ran,
-        seconds_per_iteration=sec_per_it,
-    )

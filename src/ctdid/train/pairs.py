@@ -522,120 +522,24 @@ def make_pairs(
         If ``out`` exists and ``overwrite`` is false.
     """
     from ctdid.io.atomic import atomic_dir, check_output
-    from ctdid.sim import abdomen_phantom, chest_phantom
 
-    if isinstance(n_phantoms, bool) or not isinstance(n_phantoms, int) or n_phantoms < 0:
-        raise InputError(f"n_phantoms must be an integer >= 0, got {n_phantoms!r}")
-    if not 0 < base_dose < 1:
-        raise InputError(f"base dose must be a fraction in (0, 1), got {base_dose}")
-    if n_phantoms == 0 and not real:
-        raise InputError("no source: give phantoms and/or real normal-dose slices")
-    for src in real:
-        check_not_held_out(src.name)
+    _check_pair_options(n_phantoms, base_dose, real)
     check_output(out, overwrite=overwrite)
     geom = _geometry_or_default(geometry)
-    total = n_phantoms + sum(src.volume.shape[0] for src in real)
-    records: list[dict[str, Any]] = []
-    times: dict[str, list[float]] = {"phantom": [], "insert": []}
-    done = 0
-
-    def report(desc: str) -> None:
-        if progress is not None:
-            progress(done, total, desc)
-
+    n_real = sum(src.volume.shape[0] for src in real)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for i, (anatomy_seed, noise_seed) in enumerate(_seeds(seed, n_phantoms, 0)):
-            region = "abdomen" if i % 2 == 0 else "chest"
-            make = abdomen_phantom if region == "abdomen" else chest_phantom
-            t0 = time.perf_counter()
-            ph = make(seed=anatomy_seed, shape=phantom_shape, fov_mm=fov_mm)
-            low, normal = phantom_pair(
-                ph.hu,
-                spacing=ph.spacing,
-                dose=base_dose,
-                seed=noise_seed,
-                geometry=geom,
-                kernel=kernel,
-                device=device,
+        writer = _PairWriter(tmp, n_phantoms + n_real, progress, base_dose, geom, device)
+        for i, seeds in enumerate(_seeds(seed, n_phantoms, 0)):
+            writer.phantom(
+                i, seeds, n=n_phantoms, shape=phantom_shape, fov_mm=fov_mm, kernel=kernel
             )
-            seconds = time.perf_counter() - t0
-            times["phantom"].append(seconds)
-            name = f"{len(records):04d}_{region}.npz"
-            source = f"ctdid.sim.{region}_phantom(seed={anatomy_seed})"
-            pair = Pair(low, normal, base_dose, ph.spacing, source, f"phantom-{region}", kernel)
-            _save_npz(tmp / name, pair)
-            records.append(
-                {
-                    "file": name,
-                    "kind": pair.kind,
-                    "source": source,
-                    "anatomy_seed": anatomy_seed,
-                    "noise_seed": noise_seed,
-                    "kernel": kernel,
-                    "spacing_mm": list(ph.spacing),
-                    "shape": list(low.shape),
-                    "seconds": round(seconds, 3),
-                }
-            )
-            done += 1
-            report(f"{region} phantom {i + 1}/{n_phantoms}")
-        n_real = sum(src.volume.shape[0] for src in real)
         real_seeds = iter(_seeds(seed, n_real, 1))
         for src in real:
-            spacing = (src.volume.spacing[1], src.volume.spacing[2])
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src.name).stem)
             for k in range(src.volume.shape[0]):
                 _, noise_seed = next(real_seeds)
-                t0 = time.perf_counter()
-                low, normal = insertion_pair(
-                    src.volume.hu[k],
-                    spacing=spacing,
-                    dose=base_dose,
-                    seed=noise_seed,
-                    geometry=geom,
-                    kernel=src.kernel,
-                    i0=src.i0,
-                    device=device,
-                )
-                seconds = time.perf_counter() - t0
-                times["insert"].append(seconds)
-                suffix = f"_z{k:03d}" if src.volume.shape[0] > 1 else ""
-                name = f"{len(records):04d}_{stem}{suffix}.npz"
-                source = f"{src.name}" + (f"[{k}]" if src.volume.shape[0] > 1 else "")
-                pair = Pair(low, normal, base_dose, spacing, source, "real-insert", src.kernel)
-                _save_npz(tmp / name, pair)
-                records.append(
-                    {
-                        "file": name,
-                        "kind": pair.kind,
-                        "source": source,
-                        "noise_seed": noise_seed,
-                        "kernel": src.kernel,
-                        "spacing_mm": list(spacing),
-                        "shape": list(low.shape),
-                        "seconds": round(seconds, 3),
-                    }
-                )
-                done += 1
-                report(f"insertion {src.name}")
+                writer.insertion(src, k, noise_seed)
         info = {
-            "format": DATASET_FORMAT,
-            "version": DATASET_VERSION,
-            "what": (
-                "low/normal-dose HU slice pairs at the base dose; other doses are derived by the "
-                "image-domain shortcut normal + (low - normal) * sqrt((1/a - 1)/(1/a0 - 1))"
-            ),
-            "how": {
-                "phantoms": (
-                    "noise-free ctdid.sim phantom -> one forward projection -> normal: FBP of "
-                    "Poisson + electronic noise at full dose; low: FBP of the same noisy "
-                    "sinogram + insertion noise to the base dose"
-                ),
-                "real": (
-                    "real normal-dose slice (target) -> low: projection-domain noise insertion "
-                    "(ctdid.sim.simulate_low_dose mode='insert')"
-                ),
-            },
+            **_PAIRS_DESCRIPTION,
             "base_dose": base_dose,
             "seed": seed,
             "n_phantoms": n_phantoms,
@@ -648,14 +552,135 @@ def make_pairs(
             ],
             "held_out_patterns": list(HELD_OUT_PATTERNS),
             "timing_s_per_slice": {
-                k: (round(float(np.mean(v)), 3) if v else None) for k, v in times.items()
+                k: (round(float(np.mean(v)), 3) if v else None) for k, v in writer.times.items()
             },
             "device": str(torch.device("cpu") if device is None else torch.device(device)),
             "versions": _versions(),
-            "pairs": records,
+            "pairs": writer.records,
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return Path(out).absolute()
+
+
+def _check_pair_options(n_phantoms: int, base_dose: float, real: Sequence[RealSource]) -> None:
+    """Refuse bad :func:`make_pairs` options, no source, and held-out real sources."""
+    if isinstance(n_phantoms, bool) or not isinstance(n_phantoms, int) or n_phantoms < 0:
+        raise InputError(f"n_phantoms must be an integer >= 0, got {n_phantoms!r}")
+    if not 0 < base_dose < 1:
+        raise InputError(f"base dose must be a fraction in (0, 1), got {base_dose}")
+    if n_phantoms == 0 and not real:
+        raise InputError("no source: give phantoms and/or real normal-dose slices")
+    for src in real:
+        check_not_held_out(src.name)
+
+
+#: The fixed part of ``dataset.json``: format and what the pairs are.
+_PAIRS_DESCRIPTION: dict[str, Any] = {
+    "format": DATASET_FORMAT,
+    "version": DATASET_VERSION,
+    "what": (
+        "low/normal-dose HU slice pairs at the base dose; other doses are derived by the "
+        "image-domain shortcut normal + (low - normal) * sqrt((1/a - 1)/(1/a0 - 1))"
+    ),
+    "how": {
+        "phantoms": (
+            "noise-free ctdid.sim phantom -> one forward projection -> normal: FBP of "
+            "Poisson + electronic noise at full dose; low: FBP of the same noisy "
+            "sinogram + insertion noise to the base dose"
+        ),
+        "real": (
+            "real normal-dose slice (target) -> low: projection-domain noise insertion "
+            "(ctdid.sim.simulate_low_dose mode='insert')"
+        ),
+    },
+}
+
+
+@dataclasses.dataclass
+class _PairWriter:
+    """Simulates pairs at ``base_dose`` into ``folder``, keeping records, timings and progress."""
+
+    folder: Path
+    total: int
+    progress: ProgressCallback | None
+    base_dose: float
+    geometry: Any
+    device: str | torch.device | None
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    times: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: {"phantom": [], "insert": []}
+    )
+
+    def phantom(
+        self, i: int, seeds: tuple[int, int], *, n: int, shape: int, fov_mm: float, kernel: str
+    ) -> None:
+        """The pair of phantom ``i`` of ``n`` (abdomen if even, chest if odd) from its seeds."""
+        from ctdid.sim import abdomen_phantom, chest_phantom
+
+        anatomy_seed, noise_seed = seeds
+        region = "abdomen" if i % 2 == 0 else "chest"
+        make = abdomen_phantom if region == "abdomen" else chest_phantom
+        t0 = time.perf_counter()
+        ph = make(seed=anatomy_seed, shape=shape, fov_mm=fov_mm)
+        low, normal = phantom_pair(
+            ph.hu,
+            spacing=ph.spacing,
+            dose=self.base_dose,
+            seed=noise_seed,
+            geometry=self.geometry,
+            kernel=kernel,
+            device=self.device,
+        )
+        seconds = time.perf_counter() - t0
+        self.times["phantom"].append(seconds)
+        source = f"ctdid.sim.{region}_phantom(seed={anatomy_seed})"
+        pair = Pair(low, normal, self.base_dose, ph.spacing, source, f"phantom-{region}", kernel)
+        seed_record = {"anatomy_seed": anatomy_seed, "noise_seed": noise_seed}
+        self._add(region, pair, seed_record, seconds, desc=f"{region} phantom {i + 1}/{n}")
+
+    def insertion(self, src: RealSource, k: int, noise_seed: int) -> None:
+        """The insertion pair of slice ``k`` of a real source."""
+        spacing = (src.volume.spacing[1], src.volume.spacing[2])
+        t0 = time.perf_counter()
+        low, normal = insertion_pair(
+            src.volume.hu[k],
+            spacing=spacing,
+            dose=self.base_dose,
+            seed=noise_seed,
+            geometry=self.geometry,
+            kernel=src.kernel,
+            i0=src.i0,
+            device=self.device,
+        )
+        seconds = time.perf_counter() - t0
+        self.times["insert"].append(seconds)
+        several = src.volume.shape[0] > 1
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src.name).stem)
+        stem += f"_z{k:03d}" if several else ""
+        source = f"{src.name}" + (f"[{k}]" if several else "")
+        pair = Pair(low, normal, self.base_dose, spacing, source, "real-insert", src.kernel)
+        self._add(stem, pair, {"noise_seed": noise_seed}, seconds, desc=f"insertion {src.name}")
+
+    def _add(
+        self, stem: str, pair: Pair, seeds: dict[str, int], seconds: float, *, desc: str
+    ) -> None:
+        """Save ``pair`` as the next ``NNNN_<stem>.npz``, record it and report progress."""
+        name = f"{len(self.records):04d}_{stem}.npz"
+        _save_npz(self.folder / name, pair)
+        self.records.append(
+            {
+                "file": name,
+                "kind": pair.kind,
+                "source": pair.source,
+                **seeds,
+                "kernel": pair.kernel,
+                "spacing_mm": list(pair.spacing),
+                "shape": list(pair.low.shape),
+                "seconds": round(seconds, 3),
+            }
+        )
+        if self.progress is not None:
+            self.progress(len(self.records), self.total, desc)
 
 
 def _is_simulate_folder(p: Path) -> bool:

@@ -373,20 +373,8 @@ def _plan(
         "phantoms": phantoms,
         "phantom_size": phantom_size,
         "fov_mm": fov_mm,
-        "real_sources": [
-            {
-                "name": src.name,
-                "slices": int(src.volume.shape[0]),
-                "shape": [int(n) for n in src.volume.shape[1:]],
-                "spacing_mm": [float(v) for v in src.volume.spacing[1:]],
-                "kernel": src.kernel,
-                "i0": i0 if src.i0 is None else float(src.i0),
-                "hu_sha256": _hu_sha256(src.volume.hu),
-            }
-            for src in real
-        ],
+        "real_sources": [_source_options(src, i0) for src in real],
     }
-    slices: list[dict[str, Any]] = []
 
     def seeds(index: int) -> list[list[int]]:
         def one(d: float, r: int) -> int:
@@ -394,48 +382,86 @@ def _plan(
 
         return [[one(d, r) for r in range(realisations)] for d in doses]
 
-    pixel = fov_mm / phantom_size
-    for i in range(phantoms):
-        region = "abdomen" if i % 2 == 0 else "chest"
-        anatomy = _anatomy_seed(seed, i)
-        slices.append(
-            {
-                "index": i,
-                "file": f"{SLICES_DIR}/{i:04d}_{region}.npz",
-                "kind": f"phantom-{region}",
-                "source": f"ctdid.sim.{region}_phantom(seed={anatomy})",
-                "anatomy_seed": anatomy,
-                "normal_seed": sample_seed(seed, slice_index=i),
-                "seeds": seeds(i),
-                "kernel": kernel,
-                "i0": i0,
-                "spacing_mm": [pixel, pixel],
-                "shape": [phantom_size, phantom_size],
-            }
+    slices = [
+        _phantom_slice_record(
+            i, seed, seeds=seeds, kernel=kernel, i0=i0, size=phantom_size, fov_mm=fov_mm
         )
+        for i in range(phantoms)
+    ]
     for src, opts in zip(real, options["real_sources"], strict=True):
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src.name).stem)
-        n = int(src.volume.shape[0])
-        for k in range(n):
-            i = len(slices)
-            suffix = f"_z{k:03d}" if n > 1 else ""
-            slices.append(
-                {
-                    "index": i,
-                    "file": f"{SLICES_DIR}/{i:04d}_{stem}{suffix}.npz",
-                    "kind": "real-insert",
-                    "source": src.name + (f"[{k}]" if n > 1 else ""),
-                    "path": src.path,
-                    "z": k,
-                    "normal_seed": None,
-                    "seeds": seeds(i),
-                    "kernel": src.kernel,
-                    "i0": opts["i0"],
-                    "spacing_mm": opts["spacing_mm"],
-                    "shape": opts["shape"],
-                }
-            )
+        for k in range(int(src.volume.shape[0])):
+            slices.append(_real_slice_record(src, k, opts, index=len(slices), seeds=seeds))
     return _jsonable(options), slices
+
+
+def _phantom_slice_record(
+    i: int,
+    seed: int,
+    *,
+    seeds: Callable[[int], list[list[int]]],
+    kernel: str,
+    i0: float,
+    size: int,
+    fov_mm: float,
+) -> dict[str, Any]:
+    """The record of phantom slice ``i`` (abdomen if even, chest if odd) of a ``size`` image."""
+    region = "abdomen" if i % 2 == 0 else "chest"
+    anatomy = _anatomy_seed(seed, i)
+    pixel = fov_mm / size
+    return {
+        "index": i,
+        "file": f"{SLICES_DIR}/{i:04d}_{region}.npz",
+        "kind": f"phantom-{region}",
+        "source": f"ctdid.sim.{region}_phantom(seed={anatomy})",
+        "anatomy_seed": anatomy,
+        "normal_seed": sample_seed(seed, slice_index=i),
+        "seeds": seeds(i),
+        "kernel": kernel,
+        "i0": i0,
+        "spacing_mm": [pixel, pixel],
+        "shape": [size, size],
+    }
+
+
+def _source_options(src: RealSource, i0: float) -> dict[str, Any]:
+    """What decides the data of a real source (``i0``: the dataset's, for a source without)."""
+    return {
+        "name": src.name,
+        "slices": int(src.volume.shape[0]),
+        "shape": [int(n) for n in src.volume.shape[1:]],
+        "spacing_mm": [float(v) for v in src.volume.spacing[1:]],
+        "kernel": src.kernel,
+        "i0": i0 if src.i0 is None else float(src.i0),
+        "hu_sha256": _hu_sha256(src.volume.hu),
+    }
+
+
+def _real_slice_record(
+    src: RealSource,
+    k: int,
+    opts: dict[str, Any],
+    *,
+    index: int,
+    seeds: Callable[[int], list[list[int]]],
+) -> dict[str, Any]:
+    """The record of slice ``k`` of a real source (``opts``: its :func:`_source_options`)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src.name).stem)
+    n = int(src.volume.shape[0])
+    suffix = f"_z{k:03d}" if n > 1 else ""
+    return {
+        "index": index,
+        "file": f"{SLICES_DIR}/{index:04d}_{stem}{suffix}.npz",
+        "kind": "real-insert",
+        "source": src.name + (f"[{k}]" if n > 1 else ""),
+        "path": src.path,
+        "z": k,
+        "normal_seed": None,
+        "seeds": seeds(index),
+        "kernel": src.kernel,
+        "i0": opts["i0"],
+        "spacing_mm": opts["spacing_mm"],
+        "shape": opts["shape"],
+    }
 
 
 def _manifest(options: dict[str, Any], slices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -726,7 +752,49 @@ def simulate_dataset(
     options, slices = _plan(**common, doses=ds, geometry=geom)
     folder = Path(out).absolute()
     manifest = _open_folder(folder, _manifest(options, slices), resume=resume, overwrite=overwrite)
-    records: list[dict[str, Any]] = manifest["slices"]
+    tasks = _pending_tasks(
+        folder,
+        manifest["slices"],
+        real,
+        phantoms=phantoms,
+        sigma_e=sigma_e,
+        doses=ds,
+        geometry=geom,
+        phantom_size=phantom_size,
+        fov_mm=float(fov_mm),
+    )
+    run = _Run(folder, manifest, progress, done=len(manifest["slices"]) - len(tasks))
+    t_start = time.perf_counter()
+    started = _now()
+    if progress is not None:
+        progress(run.done, run.total, "simulating")
+    n_workers = min(workers, len(tasks))
+    try:
+        if n_workers <= 1:
+            with _one_thread():
+                for task in tasks:
+                    run.finish(task, _simulate_slice(task))
+        else:
+            _run_pool(tasks, n_workers, run.finish)
+    finally:
+        seconds = time.perf_counter() - t_start
+        run.close(started, n_workers, len(ds) * realisations, seconds)
+    return manifest
+
+
+def _pending_tasks(
+    folder: Path,
+    records: list[dict[str, Any]],
+    real: Sequence[RealSource],
+    *,
+    phantoms: int,
+    sigma_e: float,
+    doses: tuple[float, ...],
+    geometry: Any,
+    phantom_size: int,
+    fov_mm: float,
+) -> list[_Task]:
+    """A task for every slice not finished (its record marked not done), in order."""
     real_slices = [(src, k) for src in real for k in range(src.volume.shape[0])]
     tasks: list[_Task] = []
     for rec in records:
@@ -741,10 +809,10 @@ def simulate_dataset(
             "kernel": rec["kernel"],
             "i0": float(rec["i0"]),
             "sigma_e": sigma_e,
-            "doses": ds,
+            "doses": doses,
             "seeds": tuple(tuple(int(s) for s in row) for row in rec["seeds"]),
             "normal_seed": rec["normal_seed"],
-            "geometry": geom,
+            "geometry": geometry,
             "spacing": (float(rec["spacing_mm"][0]), float(rec["spacing_mm"][1])),
         }
         if rec["kind"] == "real-insert":
@@ -756,43 +824,47 @@ def simulate_dataset(
                     **common,
                     anatomy_seed=rec["anatomy_seed"],
                     phantom_size=phantom_size,
-                    fov_mm=float(fov_mm),
+                    fov_mm=fov_mm,
                 )
             )
-    total = len(records)
-    done = total - len(tasks)
-    images_per_slice = len(ds) * realisations
-    t_start = time.perf_counter()
-    started = _now()
+    return tasks
 
-    made = 0  # slices made by this run
 
-    def finish(task: _Task, result: dict[str, Any]) -> None:
-        nonlocal done, made
-        records[task.index].update(done=True, **result)
-        done += 1
-        made += 1
-        manifest["status"] = "complete" if done == total else "incomplete"
-        _write_manifest(folder, manifest)
-        if progress is not None:
-            progress(done, total, Path(task.path).stem)
+@dataclasses.dataclass
+class _Run:
+    """A run over a dataset folder: counts the finished slices and keeps the manifest written."""
 
-    if progress is not None:
-        progress(done, total, "simulating")
-    n_workers = min(workers, len(tasks))
-    try:
-        if n_workers <= 1:
-            with _one_thread():
-                for task in tasks:
-                    finish(task, _simulate_slice(task))
-        else:
-            _run_pool(tasks, n_workers, finish)
-    finally:
-        seconds = time.perf_counter() - t_start
-        manifest["runs"].append(
+    folder: Path
+    manifest: dict[str, Any]
+    progress: ProgressCallback | None
+    done: int  # slices finished, by earlier runs too
+    made: int = 0  # slices made by this run
+
+    @property
+    def total(self) -> int:
+        """Number of slices in the dataset."""
+        return len(self.manifest["slices"])
+
+    def _status(self) -> str:
+        return "complete" if self.done == self.total else "incomplete"
+
+    def finish(self, task: _Task, result: dict[str, Any]) -> None:
+        """Record a finished slice, rewrite the manifest and report progress."""
+        self.manifest["slices"][task.index].update(done=True, **result)
+        self.done += 1
+        self.made += 1
+        self.manifest["status"] = self._status()
+        _write_manifest(self.folder, self.manifest)
+        if self.progress is not None:
+            self.progress(self.done, self.total, Path(task.path).stem)
+
+    def close(self, started: str, workers: int, images_per_slice: int, seconds: float) -> None:
+        """Append this run's entry to the manifest and write it (if the folder is still there)."""
+        made = self.made
+        self.manifest["runs"].append(
             {
                 "started": started,
-                "workers": n_workers,
+                "workers": workers,
                 "slices": made,
                 "images": made * images_per_slice,
                 "seconds": round(seconds, 3),
@@ -800,11 +872,10 @@ def simulate_dataset(
                 "versions": _versions(),
             }
         )
-        manifest["versions"] = _versions()
-        manifest["status"] = "complete" if done == total else "incomplete"
-        if folder.is_dir():
-            _write_manifest(folder, manifest)
-    return manifest
+        self.manifest["versions"] = _versions()
+        self.manifest["status"] = self._status()
+        if self.folder.is_dir():
+            _write_manifest(self.folder, self.manifest)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

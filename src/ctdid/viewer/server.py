@@ -260,17 +260,32 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
     """
     result = _Result(Path(result_dir).absolute())
     token_qs = "" if token is None else "?token=" + token
+    routes = [
+        *_page_routes(result, token_qs),
+        *_read_routes(result),
+        *_post_routes(result),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(_Guard, token=token, check_host=token is None)
+    return app
 
-    def guarded(func: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await func(request)
-            except _HTTPError as exc:
-                return _error(exc.status, exc.message)
-            except CTDIDError as exc:
-                return _error(500 if isinstance(exc, InputError) else 409, str(exc))
 
-        return endpoint
+def _guarded(func: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """An API endpoint that answers its errors as JSON (ctdid errors: 500 or 409)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await func(request)
+        except _HTTPError as exc:
+            return _error(exc.status, exc.message)
+        except CTDIDError as exc:
+            return _error(500 if isinstance(exc, InputError) else 409, str(exc))
+
+    return endpoint
+
+
+def _page_routes(result: _Result, token_qs: str) -> list[Route]:
+    """Routes of the page itself: ``/`` and its static files."""
 
     async def index(request: Request) -> Response:
         try:
@@ -292,6 +307,12 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
             headers={"Cache-Control": "no-cache"},
         )
 
+    return [Route("/", index), Route("/static/{name}", static)]
+
+
+def _read_routes(result: _Result) -> list[Route]:
+    """API routes that read the result: the run description and single slices."""
+
     async def api_result(request: Request) -> Response:
         try:
             reader = await run_in_threadpool(result.reader, refresh=True)
@@ -306,24 +327,6 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
         doc["result_name"] = result.folder.name
         return JSONResponse(doc, headers={"Cache-Control": "no-store"})
 
-    def _slice(cand: str, z: int) -> Response:
-        reader = result.reader()
-        volume = reader.input() if cand == "input" else reader.candidate(result.record(cand).id)
-        if not 0 <= z < volume.shape[0]:
-            raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
-        data = slice_int16(volume[z])
-        ny, nx = data.shape
-        return Response(
-            data.tobytes(),
-            media_type="application/octet-stream",
-            headers={
-                "X-Shape": f"{ny},{nx}",
-                "X-Slices": str(volume.shape[0]),
-                "X-Dtype": "int16-le",
-                "Cache-Control": "no-cache",
-            },
-        )
-
     async def api_slice(request: Request) -> Response:
         cand = request.path_params["cand"]
         z_text = request.path_params["z"]
@@ -331,7 +334,36 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
             raise _HTTPError(404, "slice index must be a non-negative integer")
         if cand != "input" and not (cand.isdigit() and len(cand) <= 6):
             raise _HTTPError(404, "no such candidate")
-        return await run_in_threadpool(_slice, cand, int(z_text))
+        return await run_in_threadpool(_slice_response, result, cand, int(z_text))
+
+    return [
+        Route("/api/result", _guarded(api_result)),
+        Route("/api/slice/{cand}/{z}", _guarded(api_slice)),
+    ]
+
+
+def _slice_response(result: _Result, cand: str, z: int) -> Response:
+    """Slice ``z`` of the input or of a candidate as raw little-endian int16 HU."""
+    reader = result.reader()
+    volume = reader.input() if cand == "input" else reader.candidate(result.record(cand).id)
+    if not 0 <= z < volume.shape[0]:
+        raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
+    data = slice_int16(volume[z])
+    ny, nx = data.shape
+    return Response(
+        data.tobytes(),
+        media_type="application/octet-stream",
+        headers={
+            "X-Shape": f"{ny},{nx}",
+            "X-Slices": str(volume.shape[0]),
+            "X-Dtype": "int16-le",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+def _post_routes(result: _Result) -> list[Route]:
+    """API routes that take a JSON body: picks (also GET), exports and ROI statistics."""
 
     async def api_picks(request: Request) -> Response:
         if request.method == "GET":
@@ -352,39 +384,34 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
         return JSONResponse({"written": [rel], "files": len(files), "candidate": rec.id})
 
     async def api_roi(request: Request) -> Response:
-        body = await _read_json(request)
-        cand = body.get("candidate")
-        try:
-            z = int(body.get("z", 0))
-            box = [float(body[k]) for k in ("x0", "y0", "x1", "y1")]
-        except (KeyError, TypeError, ValueError):
-            raise _HTTPError(400, "need z, x0, y0, x1, y1 numbers") from None
-        if cand == "input":
-            vol = result.reader().input()
-        else:
-            vol = result.reader().candidate(result.record(cand).id)
-        if not 0 <= z < vol.shape[0]:
-            raise _HTTPError(404, "slice out of range")
-        shape = body.get("shape", "rect")
-        if shape not in ("rect", "circle"):
-            raise _HTTPError(400, "shape must be rect or circle")
-        stats = roi_stats(
-            slice_int16(vol[z]), shape=shape, x0=box[0], y0=box[1], x1=box[2], y1=box[3]
-        )
-        return JSONResponse({k: (None if v != v else v) for k, v in stats.items()})
+        return _roi_response(result, await _read_json(request))
 
-    routes = [
-        Route("/", index),
-        Route("/static/{name}", static),
-        Route("/api/result", guarded(api_result)),
-        Route("/api/slice/{cand}/{z}", guarded(api_slice)),
-        Route("/api/picks", guarded(api_picks), methods=["GET", "POST"]),
-        Route("/api/export", guarded(api_export), methods=["POST"]),
-        Route("/api/roi", guarded(api_roi), methods=["POST"]),
+    return [
+        Route("/api/picks", _guarded(api_picks), methods=["GET", "POST"]),
+        Route("/api/export", _guarded(api_export), methods=["POST"]),
+        Route("/api/roi", _guarded(api_roi), methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
-    app.add_middleware(_Guard, token=token, check_host=token is None)
-    return app
+
+
+def _roi_response(result: _Result, body: Mapping[str, Any]) -> Response:
+    """ROI statistics of a slice of the input or of a candidate, as the page computes them."""
+    cand = body.get("candidate")
+    try:
+        z = int(body.get("z", 0))
+        box = [float(body[k]) for k in ("x0", "y0", "x1", "y1")]
+    except (KeyError, TypeError, ValueError):
+        raise _HTTPError(400, "need z, x0, y0, x1, y1 numbers") from None
+    if cand == "input":
+        vol = result.reader().input()
+    else:
+        vol = result.reader().candidate(result.record(cand).id)
+    if not 0 <= z < vol.shape[0]:
+        raise _HTTPError(404, "slice out of range")
+    shape = body.get("shape", "rect")
+    if shape not in ("rect", "circle"):
+        raise _HTTPError(400, "shape must be rect or circle")
+    stats = roi_stats(slice_int16(vol[z]), shape=shape, x0=box[0], y0=box[1], x1=box[2], y1=box[3])
+    return JSONResponse({k: (None if v != v else v) for k, v in stats.items()})
 
 
 def _load_picks(folder: Path) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""Calls of the denoiser the engine makes: checked forward passes, copies, deterministic cuDNN."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "apply_net",
+    "deterministic",
+    "floating_parameters",
+    "forward_measured",
+    "model_output",
+    "pools_over_image",
+    "state_copy",
+    "trainable_copy",
+]
+
+
+def model_output(net: nn.Module, x: Tensor) -> Tensor:
+    """``net(x)``, checked to be a tensor of the input's shape (HU in, HU out)."""
+    y = net(x)
+    if not isinstance(y, Tensor) or y.shape != x.shape:
+        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(
+            f"the model must map HU images (B, 1, H, W) to the same shape; "
+            f"input {tuple(x.shape)} gave {got}"
+        )
+    return y
+
+
+def apply_net(net: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
+    """Apply ``net`` without gradients, in chunks of ``batch_size`` along axis 0."""
+    with torch.no_grad():
+        if batch_size is None or x.shape[0] <= batch_size:
+            return model_output(net, x).detach()
+        return torch.cat(
+            [
+                model_output(net, x[i : i + batch_size]).detach()
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        )
+
+
+def forward_measured(net: nn.Module, x: Tensor) -> tuple[Tensor, int]:
+    """Forward pass with gradients; also the bytes autograd saves for the backward pass."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        try:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            seen[key] = key[1]
+        except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
+            pass
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = model_output(net, x)
+    return y, int(sum(seen.values()))
+
+
+def pools_over_image(model: nn.Module) -> bool:
+    """Whether a layer of ``model`` normalises with statistics taken over the image.
+
+    Instance, group and layer norms (and modules named like them, such as ctdid's
+    ``SafeInstanceNorm2d``) make the output on a crop differ from the crop of the output.
+    Batch norm in eval mode uses fixed statistics and does not count.
+    """
+    pooled = (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+    for m in model.modules():
+        name = type(m).__name__
+        if isinstance(m, pooled) or "InstanceNorm" in name or "GroupNorm" in name:
+            return True
+    return False
+
+
+def state_copy(net: nn.Module) -> dict[str, Tensor]:
+    """CPU copy of a network's state dict (a candidate's weights)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def trainable_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A deep copy of ``model`` on ``device`` in eval mode, and its floating-point parameters.
+
+    Raises
+    ------
+    ValueError
+        If the model has no floating-point parameters.
+    """
+    net = copy.deepcopy(model).to(device)
+    net.eval()
+    params = floating_parameters(net)
+    if not params:
+        raise ValueError("the model has no floating-point parameters to fine-tune")
+    for p in params:
+        p.requires_grad_(True)
+    return net, params
+
+
+def floating_parameters(net: nn.Module) -> list[nn.Parameter]:
+    """The parameters the engine fine-tunes: all floating-point ones, in module order."""
+    return [p for p in net.parameters() if p.is_floating_point()]
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Deterministic cuDNN within the block only (restored after); no-op off CUDA."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=False, deterministic=True, allow_tf32=False):
+        yield
