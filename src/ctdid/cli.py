@@ -7,11 +7,15 @@ status 2; ``--debug`` shows the traceback instead. Warnings print one line each.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import sys
 import time
 import warnings
 import webbrowser
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -129,78 +133,99 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
     return values
 
 
-def _read(
-    path: Path,
-    *,
-    format: str | None,
-    series: str | None,
-    shape: str | None,
-    dtype: str | None,
-    hu_offset: float | None,
-    hu_slope: float | None,
-    byte_order: ByteOrder,
-    spacing: str | None,
-    key: str | None,
-) -> Any:
-    from ctdid.io import read_volume
+@dataclasses.dataclass(frozen=True)
+class _ReadOptions:
+    """The input options of the commands that read a volume, as ``read_volume`` takes them."""
 
-    with err_console.status(f"reading {path}", spinner="dots"):
-        return read_volume(
-            path,
-            format=format,
-            series=series,
-            shape=_ints(shape, "--shape"),
-            dtype=dtype,
-            hu_offset=hu_offset,
-            hu_slope=hu_slope,
-            byte_order=byte_order.value,
-            spacing=_floats(spacing, "--spacing"),
-            key=key,
-        )
+    series: str | None = None
+    format: str | None = None
+    shape: str | None = None
+    dtype: str | None = None
+    hu_offset: float | None = None
+    hu_slope: float | None = None
+    byte_order: ByteOrder = ByteOrder.little
+    spacing: str | None = None
+    key: str | None = None
+
+    def read(self, path: Path) -> Any:
+        """Read ``path`` as HU, with a spinner; errors as :class:`ctdid.errors.InputError`."""
+        from ctdid.io import read_volume
+
+        with err_console.status(f"reading {path}", spinner="dots"):
+            return read_volume(
+                path,
+                format=self.format,
+                series=self.series,
+                shape=_ints(self.shape, "--shape"),
+                dtype=self.dtype,
+                hu_offset=self.hu_offset,
+                hu_slope=self.hu_slope,
+                byte_order=self.byte_order.value,
+                spacing=_floats(self.spacing, "--spacing"),
+                key=self.key,
+            )
+
+
+#: The input options, declared once: (parameter, typer annotation, default).
+_READ_PARAMS: tuple[tuple[str, Any, Any], ...] = (
+    ("series", SeriesOpt, None),
+    ("format", FormatOpt, None),
+    ("shape", ShapeOpt, None),
+    ("dtype", DtypeOpt, None),
+    ("hu_offset", OffsetOpt, None),
+    ("hu_slope", SlopeOpt, None),
+    ("byte_order", ByteOrderOpt, ByteOrder.little),
+    ("spacing", SpacingOpt, None),
+    ("key", KeyOpt, None),
+)
+
+
+def _reads_volume(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the input options of :data:`_READ_PARAMS` as one ``read`` argument.
+
+    The command takes ``read: _ReadOptions``; the command line shows the nine options.
+    """
+    sig = inspect.signature(func, eval_str=True)
+    kept = [p for p in sig.parameters.values() if p.name != "read"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, ann, default in _READ_PARAMS
+    ]
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> None:
+        read = _ReadOptions(**{name: kwargs.pop(name) for name, _, _ in _READ_PARAMS})
+        func(*args, read=read, **kwargs)
+
+    setattr(command, "__signature__", sig.replace(parameters=kept + added))  # noqa: B010
+    return command
 
 
 # Commands ----------------------------------------------------------------------------------------
 
 
 @app.command()
+@_reads_volume
 def info(
     input: Annotated[Path, typer.Argument(help="DICOM folder/file, NIfTI, MetaImage, NumPy, raw.")],
-    series: SeriesOpt = None,
-    format: FormatOpt = None,
-    shape: ShapeOpt = None,
-    dtype: DtypeOpt = None,
-    hu_offset: OffsetOpt = None,
-    hu_slope: SlopeOpt = None,
-    byte_order: ByteOrderOpt = ByteOrder.little,
-    spacing: SpacingOpt = None,
-    key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    *,
+    read: _ReadOptions,
 ) -> None:
     """Describe a CT input: series found, shape, spacing, HU range."""
     from ctdid.io import list_series
 
-    input_is_dicom = input.is_dir() or (format == "dicom")
+    input_is_dicom = input.is_dir() or (read.format == "dicom")
     listed: list[Any] = []
-    if input_is_dicom and shape is None and dtype is None:
+    if input_is_dicom and read.shape is None and read.dtype is None:
         listed = list_series(input)
-        if len(listed) > 1 and series is None:
+        if len(listed) > 1 and read.series is None:
             _print_series(listed)
             err_console.print(
                 f"{len(listed)} series found; pass --series UID|NUMBER|INDEX to describe one."
             )
             return
-    vol = _read(
-        input,
-        format=format,
-        series=series,
-        shape=shape,
-        dtype=dtype,
-        hu_offset=hu_offset,
-        hu_slope=hu_slope,
-        byte_order=byte_order,
-        spacing=spacing,
-        key=key,
-    )
+    vol = read.read(input)
     desc = vol.describe()
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
@@ -239,6 +264,7 @@ def _print_series(listed: list[Any]) -> None:
 
 
 @app.command()
+@_reads_volume
 def convert(
     input: Annotated[Path, typer.Argument(help="Input volume (any readable format).")],
     output: Annotated[
@@ -247,21 +273,14 @@ def convert(
             help="Output: .nii/.nii.gz, .mhd, .npy, .tif, .png, or a folder name for DICOM."
         ),
     ],
-    series: SeriesOpt = None,
-    format: FormatOpt = None,
-    shape: ShapeOpt = None,
-    dtype: DtypeOpt = None,
-    hu_offset: OffsetOpt = None,
-    hu_slope: SlopeOpt = None,
-    byte_order: ByteOrderOpt = ByteOrder.little,
-    spacing: SpacingOpt = None,
-    key: KeyOpt = None,
     window: Annotated[
         str, typer.Option("--window", help="Display window 'LOW,HIGH' in HU (PNG, DICOM).")
     ] = "-160,240",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
+    *,
+    read: _ReadOptions,
 ) -> None:
     """Convert a CT volume between formats, keeping HU (DICOM out is a derived series)."""
     from ctdid.io import write_volume
@@ -269,18 +288,7 @@ def convert(
     win = _floats(window, "--window")
     if win is None or len(win) != 2:
         raise CTDIDError(f"--window must be 'LOW,HIGH' in HU, got {window!r}")
-    vol = _read(
-        input,
-        format=format,
-        series=series,
-        shape=shape,
-        dtype=dtype,
-        hu_offset=hu_offset,
-        hu_slope=hu_slope,
-        byte_order=byte_order,
-        spacing=spacing,
-        key=key,
-    )
+    vol = read.read(input)
     with err_console.status(f"writing {output}", spinner="dots"):
         written = write_volume(
             vol,
@@ -315,143 +323,110 @@ class PickTask(str, Enum):
     sharpest_below = "sharpest-below"
 
 
-@app.command()
-def run(
-    input: Annotated[Path, typer.Argument(help="Noisy scan: DICOM folder/file, NIfTI, NumPy...")],
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", help="Shipped name (e.g. unet-d25), 'pkg.mod:factory', 'file.py:factory'."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Result folder to write.")],
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="State dict (.safetensors, .pt).")
-    ] = None,
-    card: Annotated[Path | None, typer.Option("--card", help="Model card (YAML/JSON).")] = None,
-    mode: Annotated[
-        RunMode,
-        typer.Option(
-            "--mode",
-            help="DID engine mode: robust (Gauss-Newton steps, reaches furthest toward the "
-            "bounds), fast (fewer Jacobian products, about 4x cheaper, a shorter low-noise "
-            "side) or faithful (the paper's SGD and 1 % stop).",
-        ),
-    ] = RunMode.robust,
-    method: Annotated[
-        RunMethod,
-        typer.Option(
-            "--method",
-            help="What makes the candidates: did (fine-tuning, default) or a baseline: blend "
-            "(pixel blends input <-> default <-> t_low, as ASiR-V), iterate (the model applied "
-            "again), interp (weights interpolated toward DID's ends), tv or bm3d (classical "
-            "sweeps of the input). Same result folder for all.",
-        ),
-    ] = RunMethod.did,
-    candidates: Annotated[
-        int, typer.Option("--candidates", min=1, help="Candidates per direction.")
-    ] = 8,
-    k: Annotated[int, typer.Option("--k", min=1, help="Model applications of t_low.")] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed, recorded in run.json.")] = 0,
-    per_slice: Annotated[
-        bool,
-        typer.Option(
-            "--per-slice",
-            help="One trajectory per slice, each slice written when done (default: one shared "
-            "trajectory for the scan, fine-tuned on a few slices).",
-        ),
-    ] = False,
-    train_slices: Annotated[
-        int,
-        typer.Option(
-            "--train-slices", min=1, help="Shared trajectory: slices to fine-tune on (volumes)."
-        ),
-    ] = 8,
-    batch_size: Annotated[
-        int,
-        typer.Option("--batch-size", min=1, help="Slices per forward pass, volumes."),
-    ] = 8,
-    reference: Annotated[
-        Path | None, typer.Option("--reference", help="Normal-dose scan: adds RMSE labels.")
-    ] = None,
-    pick: Annotated[
-        PickTask | None, typer.Option("--pick", help="Choose a candidate for this task.")
-    ] = None,
-    target_noise: Annotated[
-        float | None, typer.Option("--target-noise", help="match-noise: noise in HU.")
-    ] = None,
-    noise_ceiling: Annotated[
-        float | None, typer.Option("--noise-ceiling", help="sharpest-below: max noise, HU.")
-    ] = None,
-    lesion_mm: Annotated[
-        float, typer.Option("--lesion-mm", help="detect: lesion diameter in mm.")
-    ] = 5.0,
-    contrast_hu: Annotated[
-        float, typer.Option("--contrast-hu", help="detect: lesion contrast, HU.")
-    ] = 10.0,
-    export: Annotated[
-        str | None,
-        typer.Option("--export", help="Write the pick (or default): 'dicom,nifti,png'."),
-    ] = None,
-    window: Annotated[
-        str, typer.Option("--window", help="Display window 'LOW,HIGH' in HU.")
-    ] = "-160,240",
-    device: Annotated[
-        str | None, typer.Option("--device", help="torch device, e.g. cuda (default: cpu).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing result folder.")
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue an interrupted run in --out (same input, model and options), "
-            "skipping finished slices and candidate volumes; a finished run is left as is.",
-        ),
-    ] = False,
-    series: SeriesOpt = None,
-    format: FormatOpt = None,
-    shape: ShapeOpt = None,
-    dtype: DtypeOpt = None,
-    hu_offset: OffsetOpt = None,
-    hu_slope: SlopeOpt = None,
-    byte_order: ByteOrderOpt = ByteOrder.little,
-    spacing: SpacingOpt = None,
-    key: KeyOpt = None,
-    view_result: Annotated[
-        bool,
-        typer.Option(
-            "--view",
-            help="Open the viewer as soon as the first candidate exists; serve until Ctrl-C.",
-        ),
-    ] = False,
-) -> None:
-    """Make DID candidates along the noise-resolution curve and write a result folder.
+# Options of `ctdid run` ----------------------------------------------------------------------
 
-    Volumes stream to disk with bounded memory: in the shared trajectory every candidate's
-    fine-tuned weights are saved (candidates/cNNN.weights.safetensors) and its volume is
-    rendered a batch of slices at a time; with --per-slice each slice is written when done.
-    An interrupted run continues with --resume (finished work is skipped).
-    """
-    from ctdid.runner import check_pick, parse_exports
-    from ctdid.runner.console import candidate_table, load_denoiser, run_with_progress
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", help="Shipped name (e.g. unet-d25), 'pkg.mod:factory', 'file.py:factory'."
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", help="State dict (.safetensors, .pt).")
+]
+CardOpt = Annotated[Path | None, typer.Option("--card", help="Model card (YAML/JSON).")]
+ModeOpt = Annotated[
+    RunMode,
+    typer.Option(
+        "--mode",
+        help="DID engine mode: robust (Gauss-Newton steps, reaches furthest toward the "
+        "bounds), fast (fewer Jacobian products, about 4x cheaper, a shorter low-noise "
+        "side) or faithful (the paper's SGD and 1 % stop).",
+    ),
+]
+MethodOpt = Annotated[
+    RunMethod,
+    typer.Option(
+        "--method",
+        help="What makes the candidates: did (fine-tuning, default) or a baseline: blend "
+        "(pixel blends input <-> default <-> t_low, as ASiR-V), iterate (the model applied "
+        "again), interp (weights interpolated toward DID's ends), tv or bm3d (classical "
+        "sweeps of the input). Same result folder for all.",
+    ),
+]
+CandidatesOpt = Annotated[
+    int, typer.Option("--candidates", min=1, help="Candidates per direction.")
+]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="Model applications of t_low.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed, recorded in run.json.")]
+PerSliceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--per-slice",
+        help="One trajectory per slice, each slice written when done (default: one shared "
+        "trajectory for the scan, fine-tuned on a few slices).",
+    ),
+]
+TrainSlicesOpt = Annotated[
+    int,
+    typer.Option(
+        "--train-slices", min=1, help="Shared trajectory: slices to fine-tune on (volumes)."
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Slices per forward pass, volumes.")
+]
+ReferenceOpt = Annotated[
+    Path | None, typer.Option("--reference", help="Normal-dose scan: adds RMSE labels.")
+]
+PickOpt = Annotated[
+    PickTask | None, typer.Option("--pick", help="Choose a candidate for this task.")
+]
+TargetNoiseOpt = Annotated[
+    float | None, typer.Option("--target-noise", help="match-noise: noise in HU.")
+]
+NoiseCeilingOpt = Annotated[
+    float | None, typer.Option("--noise-ceiling", help="sharpest-below: max noise, HU.")
+]
+LesionOpt = Annotated[float, typer.Option("--lesion-mm", help="detect: lesion diameter in mm.")]
+ContrastOpt = Annotated[float, typer.Option("--contrast-hu", help="detect: lesion contrast, HU.")]
+ExportOpt = Annotated[
+    str | None,
+    typer.Option("--export", help="Write the pick (or default): 'dicom,nifti,png'."),
+]
+WindowOpt = Annotated[str, typer.Option("--window", help="Display window 'LOW,HIGH' in HU.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="torch device, e.g. cuda (default: cpu).")
+]
+OverwriteRunOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing result folder.")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run in --out (same input, model and options), "
+        "skipping finished slices and candidate volumes; a finished run is left as is.",
+    ),
+]
+ViewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--view",
+        help="Open the viewer as soon as the first candidate exists; serve until Ctrl-C.",
+    ),
+]
 
-    win = _floats(window, "--window")
+
+def _window(text: str) -> tuple[float, float]:
+    win = _floats(text, "--window")
     if win is None or len(win) != 2:
-        raise CTDIDError(f"--window must be 'LOW,HIGH' in HU, got {window!r}")
-    exports = parse_exports(export or "")
-    pick_options = {
-        "target_noise": target_noise,
-        "noise_ceiling": noise_ceiling,
-        "diameter_mm": lesion_mm,
-        "contrast_hu": contrast_hu,
-    }
-    check_pick(None if pick is None else pick.value, pick_options, has_reference=bool(reference))
-    read_opts: dict[str, Any] = dict(
-        format=format, shape=shape, dtype=dtype, hu_offset=hu_offset, hu_slope=hu_slope,
-        byte_order=byte_order, spacing=spacing, key=key,
-    )  # fmt: skip
+        raise CTDIDError(f"--window must be 'LOW,HIGH' in HU, got {text!r}")
+    return win[0], win[1]
+
+
+def _check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Fail before the model loads when the result folder cannot be written."""
     if resume and overwrite:
         raise CTDIDError("--resume and --overwrite exclude each other")
     if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
@@ -460,9 +435,15 @@ def run(
             "the run in it)",
             path=out,
         )
-    net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
-    vol = _read(input, series=series, **read_opts)
-    ref = None if reference is None else _read(reference, series=None, **read_opts)
+
+
+def _run_and_view(
+    vol: Any, net: Any, out: Path, *, view_result: bool, **kwargs: Any
+) -> tuple[Any, contextlib.ExitStack]:
+    """``run_did`` with progress bars; with ``view_result`` the viewer starts at the first
+    candidate (the returned exit stack stops it)."""
+    from ctdid.runner.console import run_with_progress
+
     stack = contextlib.ExitStack()
 
     def start_viewer() -> None:
@@ -478,24 +459,14 @@ def run(
         console=err_console,
         on_first_candidate=start_viewer if view_result else None,
         out_dir=out,
-        mode=mode.value,
-        method=method.value,
-        k=k,
-        n_candidates=candidates,
-        seed=seed,
-        shared=not per_slice,
-        train_slices=train_slices,
-        batch_size=batch_size,
-        resume=resume,
-        reference=ref,
-        pick=None if pick is None else pick.value,
-        pick_options=pick_options,
-        export=exports,
-        window=(win[0], win[1]),
-        overwrite=overwrite,
-        model_info=model_info,
-        input_info={"path": str(input.absolute()), "series": series, **vol.meta},
+        **kwargs,
     )
+    return summary, stack
+
+
+def _print_run(summary: Any, method: RunMethod) -> None:
+    from ctdid.runner.console import candidate_table
+
     title = "candidates, high resolution -> low noise"
     if method is not RunMethod.did:
         title = f"{method.value} (baseline) {title}"
@@ -513,14 +484,99 @@ def run(
         )
     for path in summary.exports:
         out_console.print(f"exported {path}")
+
+
+def _serve_until_interrupted(stack: contextlib.ExitStack) -> None:
+    with stack:
+        err_console.print("viewer running; press Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err_console.print("viewer stopped")
+
+
+@app.command()
+@_reads_volume
+def run(
+    input: Annotated[Path, typer.Argument(help="Noisy scan: DICOM folder/file, NIfTI, NumPy...")],
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option("--out", help="Result folder to write.")],
+    weights: WeightsOpt = None,
+    card: CardOpt = None,
+    mode: ModeOpt = RunMode.robust,
+    method: MethodOpt = RunMethod.did,
+    candidates: CandidatesOpt = 8,
+    k: KOpt = 3,
+    seed: SeedOpt = 0,
+    per_slice: PerSliceOpt = False,
+    train_slices: TrainSlicesOpt = 8,
+    batch_size: BatchSizeOpt = 8,
+    reference: ReferenceOpt = None,
+    pick: PickOpt = None,
+    target_noise: TargetNoiseOpt = None,
+    noise_ceiling: NoiseCeilingOpt = None,
+    lesion_mm: LesionOpt = 5.0,
+    contrast_hu: ContrastOpt = 10.0,
+    export: ExportOpt = None,
+    window: WindowOpt = "-160,240",
+    device: DeviceOpt = None,
+    overwrite: OverwriteRunOpt = False,
+    resume: ResumeOpt = False,
+    view_result: ViewOpt = False,
+    *,
+    read: _ReadOptions,
+) -> None:
+    """Make DID candidates along the noise-resolution curve and write a result folder.
+
+    Volumes stream to disk with bounded memory: in the shared trajectory every candidate's
+    fine-tuned weights are saved (candidates/cNNN.weights.safetensors) and its volume is
+    rendered a batch of slices at a time; with --per-slice each slice is written when done.
+    An interrupted run continues with --resume (finished work is skipped).
+    """
+    from ctdid.runner import RunOptions, check_pick
+    from ctdid.runner.console import load_denoiser
+
+    _check_out(out, overwrite=overwrite, resume=resume)
+    task = None if pick is None else pick.value
+    options = RunOptions(
+        mode=mode.value,
+        method=method.value,
+        k=k,
+        n_candidates=candidates,
+        seed=seed,
+        shared=not per_slice,
+        train_slices=train_slices,
+        batch_size=batch_size,
+        resume=resume,
+        pick=task,
+        pick_options={
+            "target_noise": target_noise,
+            "noise_ceiling": noise_ceiling,
+            "diameter_mm": lesion_mm,
+            "contrast_hu": contrast_hu,
+        },
+        export=export or "",
+        window=_window(window),
+        overwrite=overwrite,
+    )
+    check_pick(task, options.pick_options, has_reference=reference is not None)
+    net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
+    vol = read.read(input)
+    ref = None if reference is None else dataclasses.replace(read, series=None).read(reference)
+    summary, viewer = _run_and_view(
+        vol,
+        net,
+        out,
+        view_result=view_result,
+        options=options,
+        reference=ref,
+        model_info=model_info,
+        input_info={"path": str(input.absolute()), "series": read.series, **vol.meta},
+    )
+    _print_run(summary, method)
     if view_result:
-        with stack:
-            err_console.print("viewer running; press Ctrl-C to stop")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                err_console.print("viewer stopped")
+        _serve_until_interrupted(viewer)
 
 
 @app.command()
@@ -660,64 +716,115 @@ def _doses(text: str) -> tuple[float, ...]:
     return values
 
 
+# Options of `ctdid simulate` -----------------------------------------------------------------
+
+PhantomsOpt = Annotated[
+    int, typer.Option("--phantoms", min=0, help="Procedural phantom slices (abdomen/chest).")
+]
+RealOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--real", help="Real normal-dose volume or folder of raw slices (repeat)."),
+]
+DosesOpt = Annotated[
+    str,
+    typer.Option("--doses", help="Dose levels, fractions of the normal dose (0.5,0.25 or 1/4)."),
+]
+RealisationsOpt = Annotated[
+    int, typer.Option("--realisations", min=1, help="Noise realisations per dose level.")
+]
+MasterSeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Master seed of anatomy and noise.")
+]
+I0Opt = Annotated[
+    float | None,
+    typer.Option("--i0", help="Normal-dose photons/bin/view (phantoms; default 1.5e5)."),
+]
+SigmaEOpt = Annotated[
+    float | None, typer.Option("--sigma-e", help="Electronic noise std in counts (default 10).")
+]
+RealI0Opt = Annotated[
+    float | None,
+    typer.Option(
+        "--real-i0", help="Normal-dose photons/bin/view assumed for --real scans (else --i0)."
+    ),
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes (one thread each).")]
+OverwriteDatasetOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing ctdid dataset folder.")
+]
+
+
+@contextlib.contextmanager
+def _lazy_progress(description: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar that appears at the first update (a bad option prints only its error)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    task = bar.add_task(description, total=None)
+
+    def step(done: int, total: int, desc: str) -> None:
+        if not bar.live.is_started:  # first call: after the options and folder were checked
+            bar.start()
+        bar.update(task, completed=done, total=total, description=desc)
+
+    try:
+        yield step
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def _print_simulated(manifest: dict[str, Any], out: Path) -> None:
+    run = manifest["runs"][-1]
+    n = len(manifest["slices"])
+    where = Path(out).absolute()
+    if run["slices"] == 0:
+        out_console.print(f"nothing to do: all {n} slices of {where} are done")
+        return
+    earlier = n - run["slices"]
+    note = f"; {earlier} of {n} were done before" if earlier else ""
+    slices = f"{run['slices']} slice" + ("s" if run["slices"] != 1 else "")
+    images = f"{run['images']} low-dose image" + ("s" if run["images"] != 1 else "")
+    out_console.print(
+        f"wrote {slices} ({images}) to {where} in "
+        f"{run['seconds']:.1f} s: {run['s_per_image']:.3g} s per image with "
+        f"{run['workers']} worker(s){note}"
+    )
+
+
 @app.command("simulate")
 def simulate_cmd(
     out: Annotated[Path, typer.Argument(help="Dataset folder to create (or resume).")],
-    phantoms: Annotated[
-        int, typer.Option("--phantoms", min=0, help="Procedural phantom slices (abdomen/chest).")
-    ] = 0,
-    real: Annotated[
-        list[Path] | None,
-        typer.Option("--real", help="Real normal-dose volume or folder of raw slices (repeat)."),
-    ] = None,
-    doses: Annotated[
-        str,
-        typer.Option(
-            "--doses", help="Dose levels, fractions of the normal dose (0.5,0.25 or 1/4)."
-        ),
-    ] = "0.5,0.25,0.125,0.0625",
-    realisations: Annotated[
-        int, typer.Option("--realisations", min=1, help="Noise realisations per dose level.")
-    ] = 1,
-    seed: Annotated[
-        int, typer.Option("--seed", min=0, help="Master seed of anatomy and noise.")
-    ] = 0,
-    i0: Annotated[
-        float | None,
-        typer.Option("--i0", help="Normal-dose photons/bin/view (phantoms; default 1.5e5)."),
-    ] = None,
-    sigma_e: Annotated[
-        float | None,
-        typer.Option("--sigma-e", help="Electronic noise std in counts (default 10)."),
-    ] = None,
+    phantoms: PhantomsOpt = 0,
+    real: RealOpt = None,
+    doses: DosesOpt = "0.5,0.25,0.125,0.0625",
+    realisations: RealisationsOpt = 1,
+    seed: MasterSeedOpt = 0,
+    i0: I0Opt = None,
+    sigma_e: SigmaEOpt = None,
     kernel: KernelOpt = "hann",
     real_kernel: RealKernelOpt = "hann",
-    real_i0: Annotated[
-        float | None,
-        typer.Option(
-            "--real-i0", help="Normal-dose photons/bin/view assumed for --real scans (else --i0)."
-        ),
-    ] = None,
+    real_i0: RealI0Opt = None,
     shape: ShapeOpt = None,
     dtype: DtypeOpt = None,
     hu_offset: OffsetOpt = None,
     spacing: SpacingOpt = None,
     phantom_size: PhantomSizeOpt = 512,
     views: ViewsOpt = None,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Processes (one thread each).")
-    ] = 2,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing ctdid dataset folder.")
-    ] = False,
+    workers: WorkersOpt = 2,
+    overwrite: OverwriteDatasetOpt = False,
 ) -> None:
     """Write a paired dataset: normal dose + chosen dose levels, several noise realisations.
 
     Phantoms get full low-dose simulations, real normal-dose slices projection-domain noise
     insertion. Rerunning the same command finishes an interrupted folder.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from ctdid.sim import FanBeamGeometry
     from ctdid.train.pairs import read_real_sources
     from ctdid.train.simulate_dataset import simulate_dataset
@@ -733,21 +840,7 @@ def simulate_cmd(
         i0=real_i0,
     )
     geometry = None if views is None else FanBeamGeometry(n_views=views)
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
-    task = bar.add_task("simulating", total=None)
-
-    def step(done: int, total: int, desc: str) -> None:
-        if not bar.live.is_started:  # first call: after the options and folder were checked
-            bar.start()
-        bar.update(task, completed=done, total=total, description=desc)
-
-    try:  # a bad option prints nothing but its error line: the bar starts with the work
+    with _lazy_progress("simulating") as step:
         manifest = simulate_dataset(
             out,
             phantoms=phantoms,
@@ -764,24 +857,7 @@ def simulate_cmd(
             overwrite=overwrite,
             progress=step,
         )
-    finally:
-        if bar.live.is_started:
-            bar.stop()
-    run = manifest["runs"][-1]
-    n = len(manifest["slices"])
-    where = Path(out).absolute()
-    if run["slices"] == 0:
-        out_console.print(f"nothing to do: all {n} slices of {where} are done")
-        return
-    earlier = n - run["slices"]
-    note = f"; {earlier} of {n} were done before" if earlier else ""
-    slices = f"{run['slices']} slice" + ("s" if run["slices"] != 1 else "")
-    images = f"{run['images']} low-dose image" + ("s" if run["images"] != 1 else "")
-    out_console.print(
-        f"wrote {slices} ({images}) to {where} in "
-        f"{run['seconds']:.1f} s: {run['s_per_image']:.3g} s per image with "
-        f"{run['workers']} worker(s){note}"
-    )
+    _print_simulated(manifest, out)
 
 
 @app.command("train")

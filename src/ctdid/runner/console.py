@@ -19,7 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ctdid.runner.run import RunProgress, RunSummary, run_did
+from ctdid.runner.run import run_did
+from ctdid.runner.summary import RunProgress, RunSummary
 from ctdid.volume import CTVolume
 
 __all__ = ["candidate_table", "load_denoiser", "run_with_progress"]

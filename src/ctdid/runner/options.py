@@ -1,0 +1,237 @@
+"""The options of one run: :class:`RunOptions`, built once from the CLI or from Python."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ctdid.errors import InputError
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "METHODS",
+    "MODES",
+    "PICK_TASKS",
+    "RunOptions",
+    "check_pick",
+    "parse_exports",
+]
+
+MODES = ("robust", "faithful", "fast")
+#: Candidate makers of ``ctdid run --method``: the DID engine and its baselines.
+METHODS = ("did", "blend", "iterate", "interp", "tv", "bm3d")
+PICK_TASKS = ("detect", "match-noise", "sharpest-below")
+#: Export format names accepted by ``export`` -> (format of write_volume, file suffix).
+EXPORT_FORMATS: dict[str, tuple[str, str]] = {
+    "dicom": ("dicom", "_dicom"),
+    "nifti": ("nifti", ".nii.gz"),
+    "png": ("png", ".png"),
+    "numpy": ("numpy", ".npy"),
+    "tiff": ("tiff", ".tif"),
+    "metaimage": ("metaimage", ".mhd"),
+}
+_EXPORT_ALIASES = {
+    "nii": "nifti",
+    "npy": "numpy",
+    "tif": "tiff",
+    "mhd": "metaimage",
+    "dcm": "dicom",
+}
+
+
+def parse_exports(export: Sequence[str] | str) -> tuple[str, ...]:
+    """Normalise export format names (``"dicom,nifti"`` or a sequence); raises InputError."""
+    items = export.split(",") if isinstance(export, str) else list(export)
+    out: list[str] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if not name:
+            continue
+        name = _EXPORT_ALIASES.get(name, name)
+        if name not in EXPORT_FORMATS:
+            raise InputError(
+                f"unknown export format {item!r}; use {', '.join(EXPORT_FORMATS)} (comma-separated)"
+            )
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def check_pick(
+    pick: str | None, options: Mapping[str, Any], *, has_reference: bool
+) -> dict[str, Any]:
+    """Validate a pick task and its options; return the options without the unset ones.
+
+    Raises
+    ------
+    InputError
+        Unknown task or option, or a target the task needs is missing.
+    """
+    opts = dict(options)
+    allowed = {"diameter_mm", "contrast_hu", "eye", "target_noise", "noise_ceiling"}
+    unknown = set(opts) - allowed
+    if unknown:
+        raise InputError(f"unknown pick option(s) {sorted(unknown)}; use {sorted(allowed)}")
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if pick is None:
+        return opts
+    if pick not in PICK_TASKS:
+        raise InputError(f"unknown pick task {pick!r}; use {', '.join(PICK_TASKS)}")
+    if pick == "match-noise" and "target_noise" not in opts and not has_reference:
+        raise InputError(
+            "--pick match-noise needs --target-noise HU (or --reference, whose noise is matched)"
+        )
+    if pick == "sharpest-below" and "noise_ceiling" not in opts:
+        raise InputError("--pick sharpest-below needs --noise-ceiling HU")
+    return opts
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How :func:`ctdid.runner.run_did` makes and writes the candidates; checked when made.
+
+    Every option is keyword-only; ``run.json`` records them (:meth:`config`) and a resumed
+    run must give the same ones. The candidates are ordered high resolution -> default ->
+    low noise.
+
+    Parameters
+    ----------
+    mode : {"robust", "faithful", "fast"}
+        Engine mode, see :class:`ctdid.core.InteractiveDenoiser`. Default ``"robust"``.
+    method : {"did", "blend", "iterate", "interp", "tv", "bm3d"}
+        What makes the candidates: the DID engine (default) or one of its baselines
+        (:class:`ctdid.baselines.BaselineDenoiser`: pixel blends x <-> y0 <-> t_low, the
+        iterates of the model, weights interpolated toward DID's end weights (DID runs in
+        ``mode`` first), or TV / BM3D sweeps of the input). Every method writes the same
+        result folder; ``run.json`` records it under ``config.method``. Baselines run each
+        slice of a volume on its own at the strengths ``0, +-i / n_candidates`` (``shared``
+        does not apply).
+    k : int
+        Times the model is applied for the low-noise bound. Default 3.
+    n_candidates : int
+        Candidates per direction (robust/fast); the run makes about ``2 n + 1``. Default 8.
+    seed : int
+        Seed of the engine (the positions of the training crops). Default 0.
+    shared : bool
+        Volumes (z > 1): one trajectory for the whole scan (default), so a strength means
+        the same tradeoff on every slice: the engine fine-tunes on ``train_slices`` evenly
+        spaced slices, each candidate's weights are saved
+        (``candidates/cNNN.weights.safetensors``), then each candidate volume is rendered
+        ``batch_size`` slices at a time into a memory map. Strengths are measured on the
+        whole volume, as :meth:`ctdid.core.InteractiveDenoiser.run_volume` does.
+        False: one trajectory per slice; each slice's candidates are interpolated
+        (:func:`ctdid.core.interpolate`) at the strengths ``0, +-coverage * i / n_candidates``
+        (fixed before the first slice) and written as soon as the slice is done; a slice
+        whose trajectory stopped short of a strength gives its last candidate there
+        (``run.json``: ``engine.per_slice[i].reach`` and ``engine.clamped``).
+    pick : {"detect", "match-noise", "sharpest-below"}, optional
+        Choose one candidate for this task from its labels
+        (:func:`ctdid.metrics.pick_candidate`) and record it in ``picks.json``.
+    pick_options : mapping, optional
+        ``diameter_mm`` and ``contrast_hu`` (detect, default 5 mm and 10 HU), ``eye``,
+        ``target_noise`` in HU (match-noise; default the reference's noise),
+        ``noise_ceiling`` in HU (sharpest-below; required). ``None`` values are dropped.
+    export : sequence of str or str
+        Formats (``dicom``, ``nifti``, ``png``, ``numpy``, ``tiff``, ``metaimage``; also
+        ``"dicom,nifti"``) in which to write the picked candidate (the default one without
+        ``pick``) under ``exports/``. DICOM is a derived series of a DICOM input.
+    window : (float, float)
+        Display window (low, high) in HU for the montage, PNG and DICOM exports. Default
+        (-160, 240).
+    overwrite : bool
+        Replace an existing result folder's contents.
+    resume : bool
+        Continue an interrupted run in the result folder (see :func:`ctdid.runner.run_did`).
+        Excludes ``overwrite``.
+    engine_options : mapping, optional
+        Further options of :class:`ctdid.core.did.DIDOptions` (``coverage``,
+        ``step_progress``, ``time_budget``, ``max_steps``, ...); ``keep_weights`` is set by
+        the run and dropped here.
+    train_slices : int
+        Volumes, shared trajectory: evenly spaced slices the weights are fine-tuned on.
+        Default 8.
+    batch_size : int
+        Volumes: slices per forward pass when rendering candidate volumes (and per unit of
+        progress saved for a resume). Default 8.
+
+    Raises
+    ------
+    InputError
+        An unknown mode, method, pick task, pick option or export format; a bad window;
+        ``train_slices`` or ``batch_size`` below 1; ``resume`` with ``overwrite``. (Options
+        of the engine are checked when the engine is built; a pick target that depends on
+        the reference when the run starts.)
+    """
+
+    mode: str = "robust"
+    method: str = "did"
+    k: int = 3
+    n_candidates: int = 8
+    seed: int = 0
+    shared: bool = True
+    pick: str | None = None
+    pick_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    export: Sequence[str] | str = ()
+    window: tuple[float, float] = (-160.0, 240.0)
+    overwrite: bool = False
+    resume: bool = False
+    engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train_slices: int = 8
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; use {', '.join(MODES)}")
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; use {', '.join(METHODS)}")
+        low, high = float(self.window[0]), float(self.window[1])
+        if not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise InputError(f"window must be LOW,HIGH with HIGH > LOW, got {self.window!r}")
+        set_ = object.__setattr__
+        set_(self, "window", (low, high))
+        set_(self, "export", parse_exports(self.export))
+        set_(self, "pick_options", check_pick(self.pick, self.pick_options, has_reference=True))
+        engine_options = dict(self.engine_options or {})
+        engine_options.pop("keep_weights", None)
+        set_(self, "engine_options", engine_options)
+        _check_count("train_slices", self.train_slices)
+        _check_count("batch_size", self.batch_size)
+        if self.resume and self.overwrite:
+            raise InputError(
+                "resume and overwrite exclude each other (resume continues the run in the "
+                "folder, overwrite starts it again)"
+            )
+
+    @property
+    def exports(self) -> tuple[str, ...]:
+        """The export formats, normalised (``export`` after :func:`parse_exports`)."""
+        return tuple(self.export)
+
+    def config(self, *, per_slice: bool, reference: bool, roi: bool) -> dict[str, Any]:
+        """The options as ``run.json`` records them under ``config`` (compared on resume)."""
+        return {
+            "mode": self.mode,
+            "method": self.method,
+            "k": int(self.k),
+            "n_candidates": int(self.n_candidates),
+            "seed": int(self.seed),
+            "trajectory": "per-slice" if per_slice else "shared",
+            "window_hu": list(self.window),
+            "pick": self.pick,
+            "pick_options": dict(self.pick_options),
+            "export": list(self.exports),
+            "engine_options": dict(self.engine_options),
+            "reference": reference,
+            "roi": roi,
+            "train_slices": int(self.train_slices),
+            "batch_size": int(self.batch_size),
+        }
