@@ -105,6 +105,19 @@ class CandidateRecord:
         """Path of the image relative to the result folder."""
         return f"candidates/c{self.id:03d}.npy"
 
+    def pick_entry(self, task: str, **extra: Any) -> dict[str, Any]:
+        """This candidate as the entry of ``task`` in ``picks.json``, then ``extra``'s keys."""
+        entry: dict[str, Any] = {
+            "task": task,
+            "candidate": self.id,
+            "file": self.file,
+            "direction": self.direction,
+            "strength": self.strength,
+            "labels": dict(self.labels),
+        }
+        entry.update(extra)
+        return entry
+
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["labels"] = {k: float(v) for k, v in self.labels.items()}

@@ -183,17 +183,9 @@ def pick(
     except ValueError as exc:
         raise InputError(f"cannot pick for {task!r}: {exc}") from None
     rec = usable[index]
-    picked = {
-        "task": task,
-        "candidate": rec.id,
-        "file": rec.file,
-        "direction": rec.direction,
-        "strength": rec.strength,
-        "labels": dict(rec.labels),
-        "options": kwargs,
-        "resolution_label": res_key,
-        "source": "ctdid run --pick",
-    }
+    picked = rec.pick_entry(
+        task, options=kwargs, resolution_label=res_key, source="ctdid run --pick"
+    )
     doc = {"format": "ctdid-picks", "picks": {task: picked}}
     with atomic_file(folder / "picks.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(doc, indent=2))

@@ -432,16 +432,11 @@ def _save_pick(folder: Path, rec: CandidateRecord, task: str) -> dict[str, Any]:
     with _PICK_LOCK:
         doc = _load_picks(folder)
         doc["format"] = "ctdid-picks"
-        doc["picks"][task] = {
-            "task": task,
-            "candidate": rec.id,
-            "file": rec.file,
-            "direction": rec.direction,
-            "strength": rec.strength,
-            "labels": dict(rec.labels),
-            "source": "ctdid view",
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        doc["picks"][task] = rec.pick_entry(
+            task,
+            source="ctdid view",
+            time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         with atomic_file(folder / "picks.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(doc, indent=2))
     return doc
