@@ -95,6 +95,38 @@ SIDES = ("high", "low")
 Log = Callable[[str], None]
 
 
+def method_order(name: str) -> tuple[int, str]:
+    """Sort key: the built-in methods in ``METHODS`` order, then DID variants by name."""
+    return (METHODS.index(name), "") if name in METHODS else (len(METHODS), name)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``"did-fast-biases=mode:fast,tune:biases"`` -> name and engine options.
+
+    Values are read as int, then float, then ``true``/``false``, else kept as text.
+    """
+    name, _, spec = text.partition("=")
+    if not name.startswith("did-") or name in METHODS or not spec:
+        raise argparse.ArgumentTypeError(
+            f"a DID variant is NAME=key:value,... with NAME starting 'did-' and not one of "
+            f"{', '.join(METHODS)}; got {text!r}"
+        )
+    opts: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, _, raw = item.partition(":")
+        value: Any = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        if raw in ("true", "false"):
+            value = raw == "true"
+        opts[key.strip()] = value
+    return name, opts
+
+
 # ---------------------------------------------------------------------------------------------
 # candidates of every method
 
@@ -108,10 +140,12 @@ def method_stacks(
     n_candidates: int = 8,
     bm3d_candidates: int = 3,
     seed: int = 0,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, tuple[CandidateStack, float]]:
     """Each method's candidate stack of one slice and the seconds it took.
 
     ``interp`` needs ``did-robust`` (its end weights); it is run when ``interp`` is asked for.
+    ``variants``: DID runs with other engine options, by name (see :func:`parse_variant`).
     """
     out: dict[str, tuple[CandidateStack, float]] = {}
     base = InteractiveDenoiser(model, seed=seed)
@@ -137,6 +171,11 @@ def method_stacks(
                 return eng.run(x)
 
             timed(name, run_did)
+    for name, opts in (variants or {}).items():
+        if name in methods:
+            eng_v = InteractiveDenoiser(model, **{"n_candidates": n_candidates, "seed": seed,
+                                                  **opts})  # fmt: skip
+            timed(name, lambda eng_v=eng_v: eng_v.run(x))  # type: ignore[misc]
     if "interp" in methods:
         did, did_s = out["did-robust"]
         ends = {"high": did.candidates[0].weights, "low": did.candidates[-1].weights}
@@ -322,6 +361,7 @@ def evaluate_slice(
     cache: Path,
     model_name: str,
     log: Log = print,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Curves of every method on one slice (read from the cache where present)."""
     curves: dict[str, Any] = {}
@@ -335,7 +375,7 @@ def evaluate_slice(
             todo.append(m)
     if todo:
         t0 = time.perf_counter()
-        stacks = method_stacks(model, s.low, spacing=s.spacing, methods=todo)
+        stacks = method_stacks(model, s.low, spacing=s.spacing, methods=todo, variants=variants)
         for m, (st, sec) in stacks.items():
             cur = measure_stack(st, s)
             cur["seconds"] = sec
@@ -475,7 +515,7 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups = sorted({r["group"] for r in results})
     for group in groups:
         res = [r for r in results if r["group"] == group]
-        names = sorted({m for r in res for m in r["vs_blend"]}, key=METHODS.index)
+        names = sorted({m for r in res for m in r["vs_blend"]}, key=method_order)
         for m in names:
             for key, sign in MEASURES.items():
                 for side in SIDES:
@@ -494,7 +534,7 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def ordering_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per method: slices whose noise is ordered, and whose low-noise end is not above y0."""
-    names = sorted({m for r in results for m in r["ordering"]}, key=METHODS.index)
+    names = sorted({m for r in results for m in r["ordering"]}, key=method_order)
     rows = []
     for m in names:
         o = [r["ordering"][m] for r in results if m in r["ordering"]]
@@ -553,7 +593,7 @@ def best_summary(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for group in sorted({r["group"] for r in results}):
         res = [r for r in results if r["group"] == group]
-        names = sorted({m for r in res for m in r["best"]}, key=METHODS.index)
+        names = sorted({m for r in res for m in r["best"]}, key=method_order)
         for m in names:
             rows.append({
                 "group": group, "method": m,
@@ -563,6 +603,69 @@ def best_summary(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                                     if m in r["curves"]]),
             })  # fmt: skip
     return rows
+
+
+def _row(rows: Sequence[Mapping[str, Any]], group: str, method: str, key: str,
+         side: str) -> Mapping[str, Any] | None:  # fmt: skip
+    return next((r for r in rows if (r["group"], r["method"], r["measure"], r["side"])
+                 == (group, method, key, side)), None)  # fmt: skip
+
+
+def _side_figures(report: Mapping[str, Any], method: str, side: str) -> dict[str, Any] | None:
+    """One contender's medians (difference to the blend) on one side, and its ordering."""
+    rows = report["summary"]
+    edge, rmse = (
+        _row(rows, "real", method, "edge_rmse", side),
+        _row(rows, "real", method, "rmse", side),
+    )
+    sim = _row(rows, "sim", method, "rmse", side)
+    order = next((o for o in report["ordering"] if o["method"] == method), None)
+    if edge is None or rmse is None or sim is None or order is None:
+        return None
+    return {
+        "real_edge_rmse_hu": round(edge["median_diff"], 3), "real_rmse_hu": round(
+            rmse["median_diff"], 3), "sim_rmse_hu": round(sim["median_diff"], 3),
+        "real_slices": edge["slices"], "sim_slices": sim["slices"],
+        "ordered": f"{order['ordered']}/{order['slices']}",
+        "passes": bool(edge["median_diff"] < 0 and rmse["median_diff"] <= 0
+                       and sim["median_diff"] <= 0 and order["ordered"] == order["slices"]),
+    }  # fmt: skip
+
+
+VERDICT_RULE = (
+    "On each side, a method replaces the blend only if, at equal noise and against the blend, "
+    "its median edge RMSE on the real slices is lower, its median RMSE on the real and on the "
+    "simulated slices is not higher, and its noise is ordered on every slice (0.1 HU); among "
+    "those that pass, the lowest real edge RMSE wins."
+)
+
+
+def verdict(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Per engine mode and side, the curve ``ctdid run --method auto`` shows (VERDICT_RULE)."""
+    modes: dict[str, Any] = {}
+    for mode in ("fast", "robust"):
+        did = f"did-{mode}"
+        if _side_figures(report, did, "high") is None:
+            continue
+        modes[mode] = {}
+        for side in SIDES:
+            figs = {name: f for name in (did, "iterate")
+                    if (f := _side_figures(report, name, side)) is not None}  # fmt: skip
+            ok = sorted((f["real_edge_rmse_hu"], n) for n, f in figs.items() if f["passes"])
+            choice = ok[0][1] if ok else "blend"
+            label = "did" if choice == did else choice
+
+            def words(n: str, f: Mapping[str, Any], did: str = did) -> str:
+                return (f"{'DID ' + did[4:] if n == did else n} vs blend: edge RMSE "
+                        f"{f['real_edge_rmse_hu']:+.2f} HU, RMSE {f['real_rmse_hu']:+.2f} HU "
+                        f"({f['real_slices']} real slices), {f['sim_rmse_hu']:+.2f} HU "
+                        f"({f['sim_slices']} simulated), ordered {f['ordered']}")  # fmt: skip
+
+            why = f"{label} chosen; " + "; ".join(words(n, f) for n, f in figs.items())
+            modes[mode][side] = {"choice": label, "why": why,
+                                 "measured": {("did" if n == did else n): f
+                                              for n, f in figs.items()}}  # fmt: skip
+    return {"rule": VERDICT_RULE, "modes": modes}
 
 
 def write_figures(results: Sequence[Mapping[str, Any]], folder: Path, *, key: str = "rmse",
@@ -624,6 +727,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 simulated, 2 L067 slices, 1 LCD dose")
@@ -633,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--verdict", type=Path, default=None,
+                    help="write the per-side verdict of --method auto here (the packaged "
+                         "file is src/ctdid/runner/curve_verdict.json)")  # fmt: skip
     ap.add_argument("--figures", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-lcd", action="store_true")
@@ -642,6 +759,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="methods on the LCD realisations (each realisation gets its own candidates)",
     )  # fmt: skip
     ap.add_argument("--groups", nargs="+", default=["sim", "real"], choices=["sim", "real"])
+    ap.add_argument(
+        "--did-variant", action="append", type=parse_variant, default=[], metavar="NAME=K:V,...",
+        help="an extra DID run with other engine options, e.g. did-fast-biases=mode:fast,"
+             "tune:biases (cached under its name; repeatable)",
+    )  # fmt: skip
     return ap
 
 
@@ -665,10 +787,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         slices += eval_sets.l067_slices(args.shared, quick=args.quick)
     print(f"{len(slices)} slices, methods {' '.join(args.methods)}, model {args.model}, "
           f"threads {torch.get_num_threads()}")  # fmt: skip
+    variants = dict(args.did_variant)
+    methods = [*args.methods, *variants]
     results = []
     for s in slices:
-        results.append(evaluate_slice(model, s, methods=args.methods, cache=cache / "curves",
-                                      model_name=args.model))  # fmt: skip
+        results.append(evaluate_slice(model, s, methods=methods, cache=cache / "curves",
+                                      model_name=args.model, variants=variants))  # fmt: skip
     report: dict[str, Any] = {
         "command": "benchmarks/eval_curves.py " + " ".join(sys.argv[1:] if argv is None
                                                             else list(argv)),
@@ -688,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_lcd:
         lcd = eval_sets.lcd_sets(args.shared, quick=args.quick)
         if lcd is not None:
-            lcd_methods = sorted({*args.lcd_methods, "blend"}, key=METHODS.index)
+            lcd_methods = sorted({*args.lcd_methods, "blend"}, key=method_order)
             report["lcd"] = evaluate_lcd(model, lcd, methods=lcd_methods)
     l506 = next((s for s in slices if s.name == "L506"), None)
     if l506 is not None:
@@ -703,6 +827,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(_jsonable(report), indent=1))
     if args.markdown:
         args.markdown.write_text(text)
+    if args.verdict:
+        doc = {"command": report["command"], "date": report["date"], "commit": _commit(),
+               "model": args.model, "machine": report["machine"], "torch": report["torch"],
+               **verdict(report)}  # fmt: skip
+        args.verdict.write_text(json.dumps(doc, indent=1) + "\n")
     if args.figures:
         for p in write_figures(results, args.figures):
             print(f"wrote {p}")

@@ -351,7 +351,8 @@ MethodOpt = Annotated[
         help="What makes the candidates: did (fine-tuning, default) or a baseline: blend "
         "(pixel blends input <-> default <-> t_low, as ASiR-V), iterate (the model applied "
         "again), interp (weights interpolated toward DID's ends), tv or bm3d (classical "
-        "sweeps of the input). Same result folder for all.",
+        "sweeps of the input). Same result folder for all; run.json's curve says which "
+        "method made each side.",
     ),
 ]
 CandidatesOpt = Annotated[
@@ -468,8 +469,10 @@ def _print_run(summary: Any, method: RunMethod) -> None:
     from ctdid.runner.console import candidate_table
 
     title = "candidates, high resolution -> low noise"
-    if method is not RunMethod.did:
-        title = f"{method.value} (baseline) {title}"
+    curve = summary.curve or {}
+    if curve and not (curve.get("high") == curve.get("low") == "did"):
+        title = (f"{curve['high']} (baseline) {title}" if curve.get("high") == curve.get("low")
+                 else f"{title}; high side: {curve['high']}, low side: {curve['low']}")  # fmt: skip
     out_console.print(candidate_table(summary, title=title))
     t = summary.timings
     if summary.already_done:

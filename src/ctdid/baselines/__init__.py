@@ -12,7 +12,9 @@ the viewer, the exports and the evaluation treat DID and its baselines alike:
   (scikit-image's TV; BM3D with a noise PSD estimated from flat regions, since CT noise is
   correlated).
 
-:class:`BaselineDenoiser` wraps them behind the engine's interface for ``ctdid run --method``.
+:class:`BaselineDenoiser` wraps them behind the engine's interface for ``ctdid run --method``;
+:class:`SidedDenoiser` makes each side with its own method (DID, blend or iterates) and joins
+them at the default (``ctdid run --method auto``).
 Nothing here reads or writes files or prints.
 """
 
@@ -27,11 +29,14 @@ from ctdid.baselines.classical import (
 from ctdid.baselines.engine import METHODS, BaselineDenoiser
 from ctdid.baselines.interp import interpolate_weights, weight_interp_stack
 from ctdid.baselines.iterate import iterate_images, iterate_stack
+from ctdid.baselines.sided import SIDE_METHODS, SidedDenoiser, join_sides
 from ctdid.baselines.stack import make_stack
 
 __all__ = [
     "METHODS",
+    "SIDE_METHODS",
     "BaselineDenoiser",
+    "SidedDenoiser",
     "blend",
     "blend_stack",
     "bm3d_denoise",
@@ -40,6 +45,7 @@ __all__ = [
     "interpolate_weights",
     "iterate_images",
     "iterate_stack",
+    "join_sides",
     "make_stack",
     "tv_denoise",
     "tv_stack",

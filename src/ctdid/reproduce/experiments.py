@@ -151,6 +151,9 @@ class ReproConfig:
         Number of full-dose L067 slices (sharp kernel) used.
     geometry : object or None
         Scan geometry of the simulator (None: the default clinical fan beam).
+    order_guard : bool
+        Robust/fast: the engine drops a candidate that breaks its side's order in noise
+        (:class:`ctdid.core.did.DIDOptions`, ``order_guard``). Default false.
     """
 
     size: int = 512
@@ -162,6 +165,7 @@ class ReproConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     real_slices: int = 3
     geometry: Any = None
+    order_guard: bool = False
 
     @property
     def pixel_mm(self) -> float:
@@ -636,6 +640,7 @@ class Experiments:
         self._blends: dict[tuple[str, str], tuple[Curve, float, float]] = {}
         self._unchecked: list[tuple[str, str]] = []
         self.n_stacks = 0
+        self.guard_dropped = 0  # candidates the engine's order guard dropped, all stacks
         self.engine_seconds = 0.0
 
     # helpers ---------------------------------------------------------------------------------
@@ -651,11 +656,14 @@ class Experiments:
             max_steps=cfg.max_steps,
             time_budget=cfg.time_budget_s,
             seed=seed,
+            order_guard=cfg.order_guard,
         )
         t0 = time.perf_counter()
         stack = engine.run(image)
         self.engine_seconds += time.perf_counter() - t0
         self.n_stacks += 1
+        guard = (stack.info or {}).get("order_guard") or {}
+        self.guard_dropped += int(sum((guard.get("dropped") or {}).values()))
         return stack
 
     def curve(self, model: str, scene: Scene, key: str, *, seed: int = 0) -> Curve:

@@ -233,13 +233,15 @@ def _settings_lines(
                        "pixels; real 512 px slices area-resampled when smaller)"),
         ("engine", f"{config.mode} mode, {config.n_candidates} candidates per direction, "
                    f"max steps {config.max_steps or 'default'}, fine-tuning budget "
-                   f"{config.time_budget_s or 'none'} s per stack"),
+                   f"{config.time_budget_s or 'none'} s per stack, order guard "
+                   f"{'on' if config.order_guard else 'off'}"),
         ("simulated slices (seeds)", ", ".join(str(s) for s in config.seeds)),
         ("real L067 slices", str(config.real_slices)),
         ("models", f"{MAIN_MODEL} (Figs. 2-5), {PLAIN_MODEL} (Fig. 6), "
                    f"{', '.join(DOSE_MODELS)} (Figs. 7-8)"),
         ("real data", _shown_path(shared_dir) if shared_dir else "absent (sections skipped)"),
-        ("DID stacks", f"{eng.get('stacks', 0)} in {eng.get('seconds', 0.0):.0f} s"),
+        ("DID stacks", f"{eng.get('stacks', 0)} in {eng.get('seconds', 0.0):.0f} s; "
+                       f"{eng.get('guard_dropped', 0)} candidates dropped by the order guard"),
         ("total time", f"{seconds:.0f} s on {platform.machine()} "
                        f"({os.cpu_count()} CPUs, torch threads {_threads()})"),
     ]  # fmt: skip
@@ -330,7 +332,8 @@ def run_reproduction(
     report = write_report(
         folder / "report.md", claims=claims, sections=sections, config=cfg,
         missing_models=missing, shared_dir=shared, seconds=seconds,
-        engine={"stacks": exps.n_stacks, "seconds": exps.engine_seconds},
+        engine={"stacks": exps.n_stacks, "seconds": exps.engine_seconds,
+                "guard_dropped": exps.guard_dropped},
     )  # fmt: skip
     pngs = sorted(folder.glob("*.png"))
     say(f"wrote {report} and {len(pngs)} figures in {seconds:.0f} s")

@@ -125,13 +125,17 @@ def candidate_table(
 
     ``f50`` is the frequency where the candidate's spectral transfer from the input falls to
     one half (:func:`ctdid.metrics.transfer_label`); ``MTF50`` is measured at the skin edge.
+    When the two sides come from different methods (``--method auto``), a ``made by`` column
+    names each candidate's.
     """
     records: Sequence[Any] = summary.records
     extra = [k for k in ("rmse_hu", "cnr") if any(k in r.labels for r in records)]
     heads = {"rmse_hu": "RMSE vs reference (HU)", "cnr": "CNR"}
     table = Table(title=title)
+    curve = summary.curve or {}
+    sided = bool(curve) and curve.get("high") != curve.get("low")
     cols = ("#", "strength", "noise (HU)", "f50 (1/mm)", "skin MTF50 (1/mm)")
-    for col in (*cols, *(heads[k] for k in extra), ""):
+    for col in (*cols, *(heads[k] for k in extra), *(("made by",) if sided else ()), ""):
         table.add_column(col, justify="right")
     picked = summary.picked["candidate"] if summary.picked else None
     for pos, rec in enumerate(records):
@@ -148,6 +152,7 @@ def candidate_table(
             _fmt(lab.get("transfer50_per_mm"), ".3f"),
             _fmt(lab.get("mtf50_per_mm"), ".3f"),
             *(_fmt(lab.get(k), ".1f" if k == "rmse_hu" else ".2f") for k in extra),
+            *((str(curve.get(rec.direction, "model")),) if sided else ()),
             ", ".join(mark),
         )
     return table

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ctdid.errors import InputError
+from ctdid.runner.curve_choice import CurveChoice, choose_curve
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 MODES = ("robust", "faithful", "fast")
-#: Candidate makers of ``ctdid run --method``: the DID engine and its baselines.
+#: Candidate makers of ``ctdid run --method``: per side the better of DID and its free
+#: baselines by the comparison harness's verdict (``auto``), the DID engine, or a baseline.
 METHODS = ("did", "blend", "iterate", "interp", "tv", "bm3d")
 PICK_TASKS = ("detect", "match-noise", "sharpest-below")
 #: Export format names accepted by ``export`` -> (format of write_volume, file suffix).
@@ -210,6 +212,11 @@ class RunOptions:
                 "resume and overwrite exclude each other (resume continues the run in the "
                 "folder, overwrite starts it again)"
             )
+
+    @property
+    def curve(self) -> CurveChoice:
+        """The method of each side (``auto`` resolved by the harness's verdict)."""
+        return choose_curve(self.method, self.mode)
 
     @property
     def exports(self) -> tuple[str, ...]:

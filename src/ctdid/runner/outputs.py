@@ -45,11 +45,7 @@ def write_outputs(
     t_fig = time.perf_counter()
     ordered = [writer.records[i] for i in writer.order()]
     write_metrics(folder / "metrics.csv", ordered)
-    label = (
-        f"DID, {options.mode} mode"
-        if options.method == "did"
-        else f"{options.method} baseline (no DID)"
-    )
+    label = options.curve.describe(options.mode)
     extra = dict(stream.extra_labels)
     write_figures(stream, ordered, extra, model_desc, label, options.window)
     figures_s = time.perf_counter() - t_fig
@@ -206,7 +202,10 @@ def export(
     from ctdid import __version__
     from ctdid.io import write_volume
 
-    mode, method, window = options.mode, options.method, options.window
+    mode, window = options.mode, options.window
+    method = options.curve.source(rec.direction)
+    if method == "default":
+        method = "did" if options.curve.engine_method == "did" else options.curve.high
     out_dir = folder / "exports"
     out_dir.mkdir(exist_ok=True)
     name = str(model_desc.get("name"))

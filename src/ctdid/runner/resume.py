@@ -118,6 +118,7 @@ def finished_run(
         engine=dict(doc.get("engine") or {}),
         notes=tuple(doc.get("label_notes") or ()),
         already_done=True,
+        curve=dict(doc["curve"]) if isinstance(doc.get("curve"), dict) else None,
     )
 
 

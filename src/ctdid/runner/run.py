@@ -118,7 +118,7 @@ class _Plan:
     @classmethod
     def of(cls, volume: CTVolume, options: RunOptions) -> _Plan:
         z = volume.shape[0]
-        per_slice = z > 1 and (options.method != "did" or not options.shared)
+        per_slice = z > 1 and (options.curve.engine_method != "did" or not options.shared)
         return cls(z, per_slice, z > 1 and not per_slice)
 
 
@@ -138,17 +138,26 @@ def build_engine(
     from ctdid.core import InteractiveDenoiser
 
     opts = options
+    did_options = {"mode": opts.mode, "seed": opts.seed, **opts.engine_options}
     try:
-        if opts.method != "did":
+        curve = opts.curve
+        if curve.engine_method == "sided":
+            from ctdid.baselines import SidedDenoiser
+
+            return SidedDenoiser(
+                model, high=curve.high, low=curve.low, k=opts.k,
+                n_candidates=opts.n_candidates, did_options=did_options,
+            )  # fmt: skip
+        if curve.engine_method != "did":
             from ctdid.baselines import BaselineDenoiser
 
             return BaselineDenoiser(
                 model,
-                method=opts.method,
+                method=curve.engine_method,
                 k=opts.k,
                 n_candidates=opts.n_candidates,
                 spacing=spacing,
-                did_options={"mode": opts.mode, "seed": opts.seed, **opts.engine_options},
+                did_options=did_options,
             )
         return InteractiveDenoiser(
             model,
@@ -193,6 +202,7 @@ def describe_run(
         "input": dict(input_info) if input_info is not None else dict(volume.meta),
         "input_check": input_check,
         "labels_meaning": dict(LABEL_NAMES),
+        "curve": options.curve.to_dict(),
     }
     did_options = getattr(engine, "options", None)
     if did_options is not None and hasattr(did_options, "to_dict"):
@@ -329,7 +339,7 @@ def run_did(
         writer, volume, reference, roi, start, progress,
         resuming=opened.resuming, batch_size=opts.batch_size,
     )  # fmt: skip
-    baseline = opts.method != "did"
+    baseline = opts.curve.engine_method != "did"
     total = None if opts.mode == "faithful" and not baseline else 1 + 2 * int(engine.n_candidates)
     try:
         engine_info = _make_candidates(stream, engine, plan, opts, total)
@@ -371,4 +381,5 @@ def run_did(
         timings=timings,
         engine=engine_info,
         notes=tuple(stream.notes()),
+        curve=opts.curve.to_dict(),
     )

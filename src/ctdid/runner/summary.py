@@ -72,6 +72,9 @@ class RunSummary:
     already_done : bool
         True when ``resume`` found the run finished and did nothing (``timings`` and
         ``engine`` are then those of the finished run).
+    curve : dict, optional
+        Which method made each side of the curve and why (``run.json``'s ``curve``:
+        ``high``, ``low``, ``reason``, ``verdict``; see :mod:`ctdid.runner.curve_choice`).
     """
 
     folder: Path
@@ -83,6 +86,7 @@ class RunSummary:
     engine: dict[str, Any]
     notes: tuple[str, ...] = ()
     already_done: bool = False
+    curve: dict[str, Any] | None = None
 
     @property
     def default(self) -> CandidateRecord:

@@ -493,6 +493,11 @@ def _export(
     model_name = str(model.get("name", "model")) if model else "model"
     config = reader.doc.get("config")
     method = str(config.get("method", "did")) if isinstance(config, dict) else "did"
+    curve = reader.doc.get("curve")
+    if isinstance(curve, dict) and rec.direction in ("high", "low"):
+        method = str(curve.get(rec.direction, method))  # the method that made this side
+    elif isinstance(curve, dict):
+        method = "did" if curve.get("high") == curve.get("low") == "did" else str(curve["high"])
     how = "Deep Interactive Denoiser" if method == "did" else f"{method} baseline (no DID)"
     params = {
         "tool": "ctdid view",

@@ -26,11 +26,12 @@ from ctdid.core.did.gauss_newton import GaussNewtonRule
 from ctdid.core.did.network import (
     apply_net,
     deterministic,
-    floating_parameters,
     state_copy,
     trainable_copy,
+    tuned_parameters,
 )
 from ctdid.core.did.options import DIDOptions
+from ctdid.core.did.order_guard import OrderGuard
 from ctdid.core.did.problem import Problem, TrainingSet, crop_count, training_set
 from ctdid.core.did.progress_control import ProgressTrajectory
 from ctdid.core.did.sgd import PaperSGD
@@ -40,7 +41,7 @@ __all__ = ["STEP_RULES", "Setup", "generate"]
 
 
 def _gauss_newton(run: ProgressTrajectory, opts: DIDOptions) -> StepRule:
-    names = [n for n, p in run.net.named_parameters() if p.is_floating_point()]
+    names = [n for n, _ in tuned_parameters(run.net, opts.tune)]
     return GaussNewtonRule(
         run,
         names=names,
@@ -95,7 +96,9 @@ class _Generation:
         """Copy the model, compute the default and ``t_low``; the default candidate."""
         if self.setup.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.setup.device)
-        self.net, self.params = trainable_copy(self.setup.model, self.setup.device)
+        self.net, self.params = trainable_copy(
+            self.setup.model, self.setup.device, tune=self.opts.tune
+        )
         self.w0 = [p.detach().clone() for p in self.params]
         with self.det():
             self.y0 = apply_net(self.net, self.xb, batch_size)
@@ -108,6 +111,7 @@ class _Generation:
         elapsed = time.perf_counter() - self.start
         self.default = Candidate(self.to_np(self.y0), "default", 0, 0.0, 0.0, 0.0, elapsed,
                                  weights=weights)  # fmt: skip
+        self.guard = OrderGuard(self.y0, self.mask) if self.opts.order_guard else None
         return self.default
 
     def training(self, batch_size: int | None, train_index: NDArray[np.int_] | None) -> None:
@@ -157,7 +161,7 @@ class _Generation:
     ) -> Direction:
         """The fine-tuning of one direction on ``net_d`` (faithful SGD or a trajectory)."""
         o, ts = self.opts, self.train
-        params_d = floating_parameters(net_d)
+        params_d = [p for _, p in tuned_parameters(net_d, o.tune)]
 
         def render(y_train: Tensor | None) -> Tensor:
             # The training output is the full image when no slices or crops were taken;
@@ -190,7 +194,8 @@ class _Generation:
         runner = self.runners[direction]
         with self.det(), torch.enable_grad():
             events = runner.step()
-        out = [self._candidate(direction, runner, ev) for ev in events]
+        out = [self._candidate(direction, runner, ev) for ev in events
+               if self.guard is None or self.guard.admit(direction, ev.image)]  # fmt: skip
         self.spent[direction] += time.perf_counter() - t_step
         return out
 
@@ -260,6 +265,8 @@ class _Generation:
             self.timings[direction] = self.spent[direction]
         basis_bytes = sum(getattr(r, "basis_bytes", 0) for r in self.runners.values())
         info["krylov_basis_bytes"] = basis_bytes
+        if self.guard is not None:
+            info["order_guard"] = self.guard.info()
         self.timings["total"] = time.perf_counter() - self.start
         high, low = self.candidates.get("high", []), self.candidates.get("low", [])
         ordered = [*reversed(high), self.default, *low]

@@ -18,7 +18,11 @@ __all__ = [
     "pools_over_image",
     "state_copy",
     "trainable_copy",
+    "tuned_parameters",
 ]
+
+#: Which weights the robust and fast modes fine-tune (``DIDOptions.tune``).
+TUNE: tuple[str, ...] = ("all", "biases", "last")
 
 
 def model_output(net: nn.Module, x: Tensor) -> Tensor:
@@ -83,8 +87,12 @@ def state_copy(net: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
-def trainable_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, list[nn.Parameter]]:
-    """A deep copy of ``model`` on ``device`` in eval mode, and its floating-point parameters.
+def trainable_copy(
+    model: nn.Module, device: torch.device, *, tune: str = "all"
+) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A deep copy of ``model`` on ``device`` in eval mode, and the parameters to fine-tune.
+
+    Only the parameters :func:`tuned_parameters` selects require gradients.
 
     Raises
     ------
@@ -93,17 +101,46 @@ def trainable_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, l
     """
     net = copy.deepcopy(model).to(device)
     net.eval()
-    params = floating_parameters(net)
+    params = [p for _, p in tuned_parameters(net, tune)]
     if not params:
-        raise ValueError("the model has no floating-point parameters to fine-tune")
-    for p in params:
-        p.requires_grad_(True)
+        raise ValueError(f"the model has no floating-point parameters to fine-tune (tune={tune!r})")
+    chosen = {id(p) for p in params}
+    for p in floating_parameters(net):
+        p.requires_grad_(id(p) in chosen)
     return net, params
 
 
 def floating_parameters(net: nn.Module) -> list[nn.Parameter]:
     """The parameters the engine fine-tunes: all floating-point ones, in module order."""
     return [p for p in net.parameters() if p.is_floating_point()]
+
+
+def tuned_parameters(net: nn.Module, tune: str = "all") -> list[tuple[str, nn.Parameter]]:
+    """The named floating-point parameters the engine fine-tunes, in module order.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The network.
+    tune : {"all", "biases", "last"}
+        ``"all"``: every floating-point parameter (the paper). ``"biases"``: the
+        one-dimensional ones only (per-channel biases and gains, a GainTuning-like subset).
+        ``"last"``: the last third of the parameter tensors in module order (at least two),
+        i.e. the layers next to the output.
+
+    Raises
+    ------
+    ValueError
+        If ``tune`` is unknown.
+    """
+    named = [(n, p) for n, p in net.named_parameters() if p.is_floating_point()]
+    if tune == "all":
+        return named
+    if tune == "biases":
+        return [(n, p) for n, p in named if p.dim() == 1]
+    if tune == "last":
+        return named[-max(2, len(named) // 3) :]
+    raise ValueError(f"tune must be one of {', '.join(TUNE)}, got {tune!r}")
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ctdid.core.did.network import TUNE
+
 __all__ = ["DIDOptions", "Mode", "OptimizerFactory", "StepControl"]
 
 Mode = Literal["robust", "faithful", "fast"]
@@ -117,6 +119,17 @@ class DIDOptions:
         (fast).
     keep_weights : bool
         Give every candidate a CPU copy of the state dict that made it. Default false.
+    tune : {"all", "biases", "last"}
+        Robust/fast: which weights move (:func:`~ctdid.core.did.network.tuned_parameters`):
+        all of them (default, as the paper), the one-dimensional per-channel ones only, or the
+        last third of the parameter tensors. The faithful mode always tunes all.
+    order_guard : bool
+        Robust/fast: drop a candidate that would break its side's order in noise (noisier
+        than the previous one on the low side, less noisy on the high side, by the
+        reference-free estimate of :func:`~ctdid.core.did.order_guard.noise_proxy`); the
+        stack's ``info["order_guard"]`` counts them. Default false: the guard orders the
+        curve but can shorten its reach toward ``t_low`` (see ``benchmarks/RESULTS.md``).
+        The faithful mode keeps every iterate (the paper).
 
     Raises
     ------
@@ -147,6 +160,8 @@ class DIDOptions:
     step_control: StepControl | None = None
     krylov_dim: int | None = None
     keep_weights: bool = False
+    tune: str = "all"
+    order_guard: bool = False
 
     def __post_init__(self) -> None:
         directions = self.directions
@@ -160,6 +175,10 @@ class DIDOptions:
     def _check_choices(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.tune not in TUNE:
+            raise ValueError(f"tune must be one of {', '.join(TUNE)}, got {self.tune!r}")
+        if self.mode == "faithful" and self.tune != "all":
+            raise ValueError("the faithful mode tunes all weights (the paper); tune must be 'all'")
         bad = [d for d in self.directions if d not in DIRECTIONS]
         if bad:
             raise ValueError(f"unknown direction(s) {bad}; choose from 'high' and 'low'")
@@ -248,6 +267,7 @@ class DIDOptions:
             krylov_dim=int(self._krylov_dim()),
             keep_weights=bool(self.keep_weights),
             outside_weight=float(self.outside_weight),
+            order_guard=bool(self.order_guard) and self.mode != "faithful",
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -472,6 +472,14 @@
     render();
   }
 
+
+  // Which method made a candidate (run.json's curve: --method auto can mix methods by side).
+  function madeBy(rec) {
+    const c = S.curve;
+    if (!c || rec.direction === "default") return "";
+    const m = c[rec.direction];
+    return m ? " · made by " + (m === "did" ? "DID" : m) : "";
+  }
   function updateInfo() {
     const n = S.order.length;
     const rec = S.records.get(S.curId);
@@ -488,7 +496,8 @@
     $("cand-index").dataset.strength = S.smooth ? String(S.s) : "";
     if (rec) {
       $("cand-info").textContent = (S.smooth ? "nearest stored: " : "") + "id " + rec.id + " · " + rec.direction + " · strength " +
-        (rec.strength >= 0 ? "+" : "") + fmt(rec.strength, 2) + " · step " + rec.step;
+        (rec.strength >= 0 ? "+" : "") + fmt(rec.strength, 2) + " · step " + rec.step +
+        madeBy(rec);
       const L = rec.labels || {};
       const parts = [];
       if (L.noise_hu !== undefined) parts.push("noise " + fmt(L.noise_hu, 1) + " HU");
@@ -764,6 +773,7 @@
     S.defaultId = doc.default_candidate !== undefined && doc.default_candidate !== null
       ? doc.default_candidate : null;
     S.picks = doc.picks || {};
+    S.curve = doc.curve || null;
     const shape = doc.shape_zyx || [1, 0, 0];
     if (first) {
       S.nz = shape[0]; S.ny = shape[1]; S.nx = shape[2];
