@@ -8,6 +8,7 @@ bound ``t_low = phi^k(x)`` exactly as the engine does, then the method's candida
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
@@ -24,13 +25,60 @@ from ctdid.baselines.stack import check_image, resolve_body
 from ctdid.core.candidates import Candidate, CandidateStack
 from ctdid.core.did import InteractiveDenoiser
 
-__all__ = ["METHODS", "BaselineDenoiser"]
+__all__ = ["METHODS", "BaselineDenoiser", "EngineLike"]
 
 #: Baseline methods; ``"did"`` (the engine itself) is not one of them.
 METHODS: tuple[str, ...] = ("blend", "iterate", "interp", "tv", "bm3d")
 
 
-class BaselineDenoiser:
+class EngineLike:
+    """The engine's ``apply``, ``run`` and ``iter_candidates`` on top of a whole-stack maker.
+
+    Subclasses set ``_engine`` (an :class:`~ctdid.core.InteractiveDenoiser` whose ``apply``
+    runs the pretrained model) and define ``stack(x, body=...)``; the candidates are
+    streamed after the whole stack is made.
+    """
+
+    _engine: InteractiveDenoiser
+
+    def stack(self, x: ArrayLike, *, body: ArrayLike | None = None) -> CandidateStack:
+        """Compute the whole stack (no streaming)."""
+        raise NotImplementedError
+
+    def apply(
+        self, x: ArrayLike, *, weights: Mapping[str, Any] | None = None, batch_size: int = 8
+    ) -> NDArray[np.float32]:
+        """The pretrained model (or given weights) applied to images; see the DID engine."""
+        return self._engine.apply(x, weights=weights, batch_size=batch_size)
+
+    def run(
+        self,
+        x: ArrayLike,
+        *,
+        body: ArrayLike | None = None,
+        callback: Callable[[Candidate], object] | None = None,
+    ) -> CandidateStack:
+        """The candidate stack of one (H, W) HU image.
+
+        ``callback`` is called with each candidate, the default first, then each side from
+        the default outward (high side first).
+        """
+        stack = self.stack(x, body=body)
+        if callback is not None:
+            for cand in _stream_order(stack):
+                callback(cand)
+        return stack
+
+    def iter_candidates(
+        self, x: ArrayLike, *, body: ArrayLike | None = None
+    ) -> Generator[Candidate, None, CandidateStack]:
+        """Yield the candidates (default first); the generator returns the stack."""
+        stack = self.stack(x, body=body)
+        yield from _stream_order(stack)
+        return stack
+
+
+class BaselineDenoiser(EngineLike):
     """Candidates of a baseline method on top of a pretrained denoiser, engine-style.
 
     Parameters
@@ -110,38 +158,6 @@ class BaselineDenoiser:
         self.spacing = spacing
         self.did_options = opts
 
-    def apply(
-        self, x: ArrayLike, *, weights: Mapping[str, Any] | None = None, batch_size: int = 8
-    ) -> NDArray[np.float32]:
-        """The pretrained model (or given weights) applied to images; see the DID engine."""
-        return self._engine.apply(x, weights=weights, batch_size=batch_size)
-
-    def run(
-        self,
-        x: ArrayLike,
-        *,
-        body: ArrayLike | None = None,
-        callback: Callable[[Candidate], object] | None = None,
-    ) -> CandidateStack:
-        """The method's candidate stack of one (H, W) HU image.
-
-        ``callback`` is called with each candidate, the default first, then each side from
-        the default outward (high side first).
-        """
-        stack = self.stack(x, body=body)
-        if callback is not None:
-            for cand in _stream_order(stack):
-                callback(cand)
-        return stack
-
-    def iter_candidates(
-        self, x: ArrayLike, *, body: ArrayLike | None = None
-    ) -> Generator[Candidate, None, CandidateStack]:
-        """Yield the candidates (default first); the generator returns the stack."""
-        stack = self.stack(x, body=body)
-        yield from _stream_order(stack)
-        return stack
-
     def stack(self, x: ArrayLike, *, body: ArrayLike | None = None) -> CandidateStack:
         """Compute the whole stack (no streaming)."""
         t0 = time.perf_counter()
@@ -178,13 +194,7 @@ class BaselineDenoiser:
         timings = dict(st.timings)
         timings["bounds"] = t_bounds
         timings["total"] = time.perf_counter() - t0
-        return CandidateStack(
-            candidates=st.candidates, default_index=st.default_index, t_high=st.t_high,
-            t_low=st.t_low, body=st.body, mode=st.mode, steps=st.steps,
-            stop_reasons=st.stop_reasons, timings=timings,
-            peak_memory_bytes=st.peak_memory_bytes, memory_method=st.memory_method,
-            info=st.info,
-        )  # fmt: skip
+        return dataclasses.replace(st, timings=timings)
 
 
 def _stream_order(stack: CandidateStack) -> list[Candidate]:

@@ -9,8 +9,9 @@ default into one :class:`~ctdid.core.CandidateStack`, ordered high resolution ->
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,10 @@ from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from ctdid.baselines.blend import blend_stack
-from ctdid.baselines.engine import _stream_order
+from ctdid.baselines.engine import EngineLike
 from ctdid.baselines.iterate import iterate_images, iterate_stack
 from ctdid.baselines.stack import check_image, resolve_body
-from ctdid.core.candidates import Candidate, CandidateStack
+from ctdid.core.candidates import CandidateStack
 from ctdid.core.did import InteractiveDenoiser
 
 __all__ = ["SIDE_METHODS", "SidedDenoiser", "join_sides"]
@@ -77,7 +78,7 @@ def join_sides(
     )
 
 
-class SidedDenoiser:
+class SidedDenoiser(EngineLike):
     """Candidates of one method toward the input and another toward ``t_low``, engine-style.
 
     Parameters
@@ -136,42 +137,14 @@ class SidedDenoiser:
             for side, name in self.sides.items()
             if name == "did"
         }
-        self._apply_engine = InteractiveDenoiser(model, **common, **opts)
-        self.model = self._apply_engine.model
-        self.k = self._apply_engine.k
+        self._engine = InteractiveDenoiser(model, **common, **opts)
+        self.model = self._engine.model
+        self.k = self._engine.k
         self.n_candidates = int(n_candidates)
-        self.coverage = float(self._apply_engine.coverage)
+        self.coverage = float(self._engine.coverage)
         self.directions: tuple[str, ...] = ("high", "low")
         self.body_threshold = float(body_threshold)
         self.did_options = opts
-
-    def apply(
-        self, x: ArrayLike, *, weights: Mapping[str, Any] | None = None, batch_size: int = 8
-    ) -> NDArray[np.float32]:
-        """The pretrained model (or given weights) applied to images; see the DID engine."""
-        return self._apply_engine.apply(x, weights=weights, batch_size=batch_size)
-
-    def run(
-        self,
-        x: ArrayLike,
-        *,
-        body: ArrayLike | None = None,
-        callback: Callable[[Candidate], object] | None = None,
-    ) -> CandidateStack:
-        """The joined candidate stack of one (H, W) HU image (``callback`` as the engine's)."""
-        stack = self.stack(x, body=body)
-        if callback is not None:
-            for cand in _stream_order(stack):
-                callback(cand)
-        return stack
-
-    def iter_candidates(
-        self, x: ArrayLike, *, body: ArrayLike | None = None
-    ) -> Generator[Candidate, None, CandidateStack]:
-        """Yield the candidates (default first); the generator returns the stack."""
-        stack = self.stack(x, body=body)
-        yield from _stream_order(stack)
-        return stack
 
     def _side(
         self, side: str, xi: NDArray[np.float32], mask: NDArray[np.bool_],
@@ -196,10 +169,4 @@ class SidedDenoiser:
         timings = dict(joined.timings)
         timings["bounds"] = t_bounds
         timings["total"] = time.perf_counter() - t0
-        return CandidateStack(
-            candidates=joined.candidates, default_index=joined.default_index,
-            t_high=joined.t_high, t_low=joined.t_low, body=joined.body, mode=joined.mode,
-            steps=joined.steps, stop_reasons=joined.stop_reasons, timings=timings,
-            peak_memory_bytes=joined.peak_memory_bytes, memory_method=joined.memory_method,
-            info=joined.info,
-        )  # fmt: skip
+        return dataclasses.replace(joined, timings=timings)
