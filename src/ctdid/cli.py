@@ -1013,6 +1013,98 @@ def reproduce(
     out_console.print(f"report: {res.report} ({len(res.figures)} figures, {res.seconds:.0f} s)")
 
 
+# Many series: `ctdid batch` on Ray (ctdid.batch) ------------------------------------------------
+
+
+@app.command()
+@_reads_volume
+def batch(
+    inputs: Annotated[
+        Path, typer.Argument(help="Folder of series (a subfolder or file each) or a CSV manifest.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder: one result folder per series.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="As `ctdid run --model` (or a 'model' manifest column)."),
+    ] = None,
+    weights: WeightsOpt = None,
+    card: CardOpt = None,
+    mode: ModeOpt = RunMode.robust,
+    method: Annotated[
+        RunMethod | None,
+        typer.Option("--method", help="As `ctdid run --method` (default: its default)."),
+    ] = None,
+    candidates: CandidatesOpt = 8,
+    k: KOpt = 3,
+    seed: SeedOpt = 0,
+    per_slice: PerSliceOpt = False,
+    train_slices: TrainSlicesOpt = 8,
+    batch_size: BatchSizeOpt = 8,
+    pick: PickOpt = None,
+    target_noise: TargetNoiseOpt = None,
+    noise_ceiling: NoiseCeilingOpt = None,
+    lesion_mm: LesionOpt = 5.0,
+    contrast_hu: ContrastOpt = 10.0,
+    export: ExportOpt = None,
+    window: WindowOpt = "-160,240",
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device; cuda: one GPU per series.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Series at once (default: one per core here)."),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads per series.")] = 1,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Join a running Ray cluster (HOST:PORT of ray start)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Run every series again, replacing results.")
+    ] = False,
+    *,
+    read: _ReadOptions,
+) -> None:
+    """Run many series, one Ray task each, into OUT/<name>; resumable; writes OUT/batch.csv.
+
+    Each result folder is the one `ctdid run` writes with the same options. A manifest has
+    the columns input, name and any option (mode, method, model, candidates, reference, ...;
+    paths relative to it). A rerun skips finished series and finishes interrupted ones; a bad
+    series is a failed row (exit 1). Ray starts on this machine (127.0.0.1) unless --address
+    names a cluster.
+    """
+    from ctdid.batch import find_series, run_batch_with_progress, summary_table
+
+    defaults = {
+        "model": model, "weights": weights, "card": card, "mode": mode.value,
+        "method": None if method is None else method.value, "candidates": candidates,
+        "k": k, "seed": seed, "per_slice": per_slice, "train_slices": train_slices,
+        "batch_size": batch_size,
+        "pick": None if pick is None else pick.value, "target_noise": target_noise,
+        "noise_ceiling": noise_ceiling, "lesion_mm": lesion_mm, "contrast_hu": contrast_hu,
+        "export": export or "", "window": window, "series": read.series,
+    }  # fmt: skip
+    read_kwargs = {
+        "format": read.format, "shape": _ints(read.shape, "--shape"), "dtype": read.dtype,
+        "hu_offset": read.hu_offset, "hu_slope": read.hu_slope,
+        "byte_order": read.byte_order.value, "spacing": _floats(read.spacing, "--spacing"),
+        "key": read.key,
+    }  # fmt: skip
+    summary = run_batch_with_progress(
+        find_series(inputs, out=out), console=err_console, out=out, defaults=defaults,
+        read=read_kwargs, device=device, threads=threads, workers=workers, address=address,
+        overwrite=overwrite,
+    )  # fmt: skip
+    out_console.print(summary_table(summary))
+    out_console.print(
+        f"{len(summary.results)} series in {summary.seconds:.1f} s: {summary.count('done')} "
+        f"done, {summary.count('skipped')} skipped, {summary.count('failed')} failed; "
+        f"summary in {summary.csv}"
+    )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 # Entry point -------------------------------------------------------------------------------------
 
 
