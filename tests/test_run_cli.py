@@ -82,6 +82,15 @@ def test_run_end_to_end(workdir: Path) -> None:
     assert (res / "exports" / f"{stem}.nii.gz").is_file()
     assert all("rmse_hu" in r.labels for r in reader.records.values())
     assert "default" in proc.stdout and str(res) in proc.stdout.replace("\n", "")
+    # no --method: auto, each side made by the method the packaged harness verdict chose
+    from ctdid.runner.curve_choice import load_verdict
+
+    chosen = load_verdict()["modes"]["robust"]
+    high, low = chosen["high"]["choice"], chosen["low"]["choice"]
+    assert (doc["curve"]["high"], doc["curve"]["low"]) == (high, low)
+    assert doc["config"]["method"] == f"auto:{high}+{low}"
+    assert doc["curve"]["verdict"] and "eval_curves.py" in doc["curve"]["verdict"]
+    assert "curve (--method auto)" in proc.stdout
 
 
 def in_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -101,7 +101,7 @@ DEFAULTS: dict[str, Any] = {
     "weights": None,
     "card": None,
     "mode": _RUN["mode"],
-    "method": _RUN["method"],
+    "method": "auto",  # as `ctdid run` (RunOptions' Python default is "did")
     "candidates": _RUN["n_candidates"],
     "k": _RUN["k"],
     "seed": _RUN["seed"],

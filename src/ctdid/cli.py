@@ -309,6 +309,7 @@ class RunMode(str, Enum):
 
 
 class RunMethod(str, Enum):
+    auto = "auto"
     did = "did"
     blend = "blend"
     iterate = "iterate"
@@ -348,11 +349,12 @@ MethodOpt = Annotated[
     RunMethod,
     typer.Option(
         "--method",
-        help="What makes the candidates: did (fine-tuning, default) or a baseline: blend "
-        "(pixel blends input <-> default <-> t_low, as ASiR-V), iterate (the model applied "
-        "again), interp (weights interpolated toward DID's ends), tv or bm3d (classical "
-        "sweeps of the input). Same result folder for all; run.json's curve says which "
-        "method made each side.",
+        help="What makes the candidates: auto (default: per side the better of DID and its "
+        "free baselines by ctdid's comparison harness; DID in the faithful mode), did "
+        "(fine-tuning on both sides) or a baseline: blend (pixel blends input <-> default "
+        "<-> t_low, as ASiR-V), iterate (the model applied again), interp (weights "
+        "interpolated toward DID's ends), tv or bm3d (classical sweeps of the input). Same "
+        "result folder for all; run.json's curve says which method made each side and why.",
     ),
 ]
 CandidatesOpt = Annotated[
@@ -465,7 +467,7 @@ def _run_and_view(
     return summary, stack
 
 
-def _print_run(summary: Any, method: RunMethod) -> None:
+def _print_run(summary: Any) -> None:
     from ctdid.runner.console import candidate_table
 
     title = "candidates, high resolution -> low noise"
@@ -474,6 +476,9 @@ def _print_run(summary: Any, method: RunMethod) -> None:
         title = (f"{curve['high']} (baseline) {title}" if curve.get("high") == curve.get("low")
                  else f"{title}; high side: {curve['high']}, low side: {curve['low']}")  # fmt: skip
     out_console.print(candidate_table(summary, title=title))
+    if curve.get("verdict"):  # --method auto: say which method makes each side, and why
+        out_console.print(f"curve (--method auto): {curve['reason']}")
+        out_console.print(f"  measured by: {curve['verdict']}; --method did for DID")
     t = summary.timings
     if summary.already_done:
         out_console.print(
@@ -508,7 +513,7 @@ def run(
     weights: WeightsOpt = None,
     card: CardOpt = None,
     mode: ModeOpt = RunMode.robust,
-    method: MethodOpt = RunMethod.did,
+    method: MethodOpt = RunMethod.auto,
     candidates: CandidatesOpt = 8,
     k: KOpt = 3,
     seed: SeedOpt = 0,
@@ -577,7 +582,7 @@ def run(
         model_info=model_info,
         input_info={"path": str(input.absolute()), "series": read.series, **vol.meta},
     )
-    _print_run(summary, method)
+    _print_run(summary)
     if view_result:
         _serve_until_interrupted(viewer)
 

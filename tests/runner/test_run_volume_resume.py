@@ -420,7 +420,8 @@ def test_cli_resume(tmp_path: Path) -> None:
 
     def ctdid(*extra: str) -> subprocess.CompletedProcess[str]:
         args = ["run", "in.npy", "--model", "tiny_model.py:build", "--out", "res"]
-        args += ["--candidates", "1", "--train-slices", "2", "--batch-size", "2", *extra]
+        args += ["--method", "did", "--candidates", "1", "--train-slices", "2"]
+        args += ["--batch-size", "2", *extra]
         return subprocess.run(
             [sys.executable, "-m", "ctdid", *args],
             cwd=tmp_path,
@@ -435,6 +436,8 @@ def test_cli_resume(tmp_path: Path) -> None:
     assert "slices rendered" in first.stderr
     reader = ResultReader(tmp_path / "res")
     assert reader.doc["config"]["train_slices"] == 2
+    assert reader.doc["config"]["method"] == "did"
+    assert (reader.doc["curve"]["high"], reader.doc["curve"]["low"]) == ("did", "did")
     assert all(r.weights for r in reader.ordered())
     again = ctdid("--resume")
     assert again.returncode == 0, again.stderr

@@ -1,6 +1,7 @@
 """Running DID on a CT volume: the result folder, its labels, figures, pick and exports.
 
-:func:`run_did` is what ``ctdid run`` calls; :mod:`ctdid.demo` uses it on a simulated scan.
+:func:`run_did` is what ``ctdid run`` calls; :mod:`ctdid.demo` uses it on the embedded real
+slice (or a phantom).
 Its options are one :class:`RunOptions`; its steps live in :mod:`~ctdid.runner.run`
 (the pipeline), :mod:`~ctdid.runner.resume`, :mod:`~ctdid.runner.trajectories`,
 :mod:`~ctdid.runner.stream` and :mod:`~ctdid.runner.outputs`.

@@ -25,7 +25,7 @@ __all__ = [
 MODES = ("robust", "faithful", "fast")
 #: Candidate makers of ``ctdid run --method``: per side the better of DID and its free
 #: baselines by the comparison harness's verdict (``auto``), the DID engine, or a baseline.
-METHODS = ("did", "blend", "iterate", "interp", "tv", "bm3d")
+METHODS = ("auto", "did", "blend", "iterate", "interp", "tv", "bm3d")
 PICK_TASKS = ("detect", "match-noise", "sharpest-below")
 #: Export format names accepted by ``export`` -> (format of write_volume, file suffix).
 EXPORT_FORMATS: dict[str, tuple[str, str]] = {
@@ -109,8 +109,12 @@ class RunOptions:
     ----------
     mode : {"robust", "faithful", "fast"}
         Engine mode, see :class:`ctdid.core.InteractiveDenoiser`. Default ``"robust"``.
-    method : {"did", "blend", "iterate", "interp", "tv", "bm3d"}
-        What makes the candidates: the DID engine (default) or one of its baselines
+    method : {"did", "auto", "blend", "iterate", "interp", "tv", "bm3d"}
+        What makes the candidates: the DID engine (default here; ``ctdid run`` defaults to
+        ``"auto"``), ``"auto"`` (per side the better of DID and the blend / iterate
+        baselines by the comparison harness's packaged verdict,
+        :func:`ctdid.runner.curve_choice.choose_curve`; DID on both sides in the faithful
+        mode) or one of its baselines
         (:class:`ctdid.baselines.BaselineDenoiser`: pixel blends x <-> y0 <-> t_low, the
         iterates of the model, weights interpolated toward DID's end weights (DID runs in
         ``mode`` first), or TV / BM3D sweeps of the input). Every method writes the same
@@ -224,10 +228,18 @@ class RunOptions:
         return tuple(self.export)
 
     def config(self, *, per_slice: bool, reference: bool, roi: bool) -> dict[str, Any]:
-        """The options as ``run.json`` records them under ``config`` (compared on resume)."""
+        """The options as ``run.json`` records them under ``config`` (compared on resume).
+
+        For ``method="auto"`` the resolved sides are recorded too (``"auto:high+low"``), so
+        that a run is not resumed with another curve after the packaged verdict changed.
+        """
+        method = self.method
+        if method == "auto":
+            curve = self.curve
+            method = f"auto:{curve.high}+{curve.low}"
         return {
             "mode": self.mode,
-            "method": self.method,
+            "method": method,
             "k": int(self.k),
             "n_candidates": int(self.n_candidates),
             "seed": int(self.seed),
