@@ -65,7 +65,11 @@ FORBIDDEN_IN_CORE = {
 }
 
 
-@pytest.mark.parametrize("path", sorted(SRC.joinpath("core").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(SRC.joinpath("core").rglob("*.py")),  # core/ and its sub-packages (core/did/)
+    ids=lambda p: str(p.relative_to(SRC / "core")),
+)
 def test_core_imports_nothing_outside(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

@@ -419,6 +419,15 @@ ViewOpt = Annotated[
         help="Open the viewer as soon as the first candidate exists; serve until Ctrl-C.",
     ),
 ]
+PreviewsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--previews/--no-previews",
+        help="--method did, one slice: show pixel-blend previews over the whole strength "
+        "range as soon as the default exists (previews/, run.json 'previews'); DID's "
+        "candidates replace them as they arrive, the finished folder is the same.",
+    ),
+]
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -532,6 +541,7 @@ def run(
     overwrite: OverwriteRunOpt = False,
     resume: ResumeOpt = False,
     view_result: ViewOpt = False,
+    previews: PreviewsOpt = True,
     *,
     read: _ReadOptions,
 ) -> None:
@@ -567,6 +577,7 @@ def run(
         export=export or "",
         window=_window(window),
         overwrite=overwrite,
+        previews=previews,
     )
     check_pick(task, options.pick_options, has_reference=reference is not None)
     net, model_info = load_denoiser(model, weights=weights, card=card, device=device)
@@ -990,6 +1001,14 @@ def reproduce(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the files of an earlier run.")
     ] = False,
+    order_guard: Annotated[
+        bool,
+        typer.Option(
+            "--order-guard",
+            help="Engine drops candidates that break their side's noise order (the report "
+            "says how many); the committed report is made with it.",
+        ),
+    ] = False,
 ) -> None:
     """Reproduce the paper's experiments (Figs. 2-8) with the shipped models, and report.
 
@@ -999,11 +1018,11 @@ def reproduce(
     ../shared/data and are skipped with a note without it.
     """
     from ctdid.reproduce import run_reproduction
+    from ctdid.reproduce.experiments import make_config
 
     res = run_reproduction(
         out,
-        quick=quick,
-        size=size,
+        config=make_config(quick=quick, size=size, order_guard=order_guard),
         overwrite=overwrite,
         log=lambda msg: err_console.print(msg, markup=False),
     )

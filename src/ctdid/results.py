@@ -24,6 +24,10 @@ Layout of a result folder::
     tradeoff.png          noise vs resolution along the candidates
     picks.json            picks made in the viewer (one candidate per task)
     exports/              derived DICOM / NIfTI / PNG of picked candidates
+    previews/p000.npy     single slices with previews on, while DID runs: pixel blends of the
+    ...                   input, the default and t_low at s = +-i/n, listed under ``previews``
+                          in ``run.json`` (``"preview": true``); each is removed when a DID
+                          candidate replaces it, and all are gone when the run ends
 
 Every array is HU, float32, (z, y, x); the spacing in mm is in ``run.json`` (``spacing_zyx``).
 Candidates are stored in their order along the curve; ``run.json`` lists each with its
@@ -31,7 +35,9 @@ Candidates are stored in their order along the curve; ``run.json`` lists each wi
 input, 0 = the default output, +1 = the model applied k times), ``step``, ``progress`` and
 labels. While running, candidates arrive out of order (both directions grow from the default);
 ``order`` in ``run.json`` is always the current high-to-low order. Only complete candidate
-files are listed, so a reader never sees a half-written volume.
+files are listed, so a reader never sees a half-written volume. Previews are never listed
+under ``candidates`` nor in ``order``: a finished run with previews equals one without, except
+that ``run.json`` records ``previews_shown`` (how many there were and when they were ready).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ RESULT_FORMAT_VERSION = 1
 #: The resume state of a volume run, beside ``run.json``.
 STATE_FILE = "resume.json"
 _PARTIAL = "partial"
+_PREVIEWS = "previews"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +96,10 @@ class CandidateRecord:
     weights : str or None
         Path, relative to the result folder, of the state dict (safetensors) that made the
         image, when it was saved (volumes in the shared trajectory); None otherwise.
+    preview : bool
+        True for a preview (a pixel blend shown while DID runs; listed under ``previews`` in
+        ``run.json``, file ``previews/p{id:03d}.npy``, ids counted apart from the
+        candidates'); False for a candidate (the key is then left out of ``run.json``).
     """
 
     id: int
@@ -99,10 +110,13 @@ class CandidateRecord:
     elapsed_s: float
     labels: Mapping[str, float] = dataclasses.field(default_factory=dict)
     weights: str | None = None
+    preview: bool = False
 
     @property
     def file(self) -> str:
         """Path of the image relative to the result folder."""
+        if self.preview:
+            return f"{_PREVIEWS}/p{self.id:03d}.npy"
         return f"candidates/c{self.id:03d}.npy"
 
     def pick_entry(self, task: str, **extra: Any) -> dict[str, Any]:
@@ -115,11 +129,15 @@ class CandidateRecord:
             "strength": self.strength,
             "labels": dict(self.labels),
         }
+        if self.preview:
+            entry["preview"] = True
         entry.update(extra)
         return entry
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if not self.preview:
+            del d["preview"]
         d["labels"] = {k: float(v) for k, v in self.labels.items()}
         d["file"] = self.file
         return d
@@ -135,7 +153,7 @@ def _weights_file(record_id: int) -> str:
     return f"candidates/c{record_id:03d}.weights.safetensors"
 
 
-def _records_from_doc(doc: Mapping[str, Any]) -> list[CandidateRecord]:
+def _records_from_doc(doc: Mapping[str, Any], key: str = "candidates") -> list[CandidateRecord]:
     return [
         CandidateRecord(
             id=int(c["id"]),
@@ -146,8 +164,9 @@ def _records_from_doc(doc: Mapping[str, Any]) -> list[CandidateRecord]:
             elapsed_s=float(c["elapsed_s"]),
             labels=dict(c.get("labels", {})),
             weights=None if c.get("weights") is None else str(c["weights"]),
+            preview=bool(c.get("preview", False)),
         )
-        for c in doc.get("candidates", [])
+        for c in doc.get(key, None) or []
     ]
 
 
@@ -189,6 +208,10 @@ class ResultWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "candidates").mkdir(exist_ok=True)
         self.records: list[CandidateRecord] = []
+        self.previews: list[CandidateRecord] = []
+        self._preview_ids = 0
+        if (overwrite or resume) and (self.folder / _PREVIEWS).is_dir():
+            shutil.rmtree(self.folder / _PREVIEWS)  # an interrupted run's previews are stale
         if resume:
             try:
                 doc = json.loads((self.folder / "run.json").read_text())
@@ -246,6 +269,62 @@ class ResultWriter:
         self.records.append(rec)
         self._write_json()
         return rec
+
+    # -- previews: shown while DID runs, replaced by its candidates
+
+    def add_preview(
+        self,
+        image_hu: NDArray[Any],
+        *,
+        direction: str,
+        strength: float,
+        progress: float,
+        elapsed_s: float,
+        labels: Mapping[str, float] | None = None,
+        write_json: bool = True,
+    ) -> CandidateRecord:
+        """Store a preview image (HU) in ``previews/`` and list it under ``previews``.
+
+        ``write_json=False`` defers rewriting ``run.json`` (several previews at once: the
+        last one writes it). Returns its record (``preview=True``).
+        """
+        arr = np.asarray(image_hu, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[np.newaxis]
+        if arr.shape != self.shape:
+            raise ValueError(f"preview shape {arr.shape} differs from the input {self.shape}")
+        rec = CandidateRecord(
+            id=self._preview_ids, direction=direction, strength=float(strength), step=0,
+            progress=float(progress), elapsed_s=float(elapsed_s), labels=dict(labels or {}),
+            preview=True,
+        )  # fmt: skip
+        self._preview_ids += 1
+        (self.folder / _PREVIEWS).mkdir(exist_ok=True)
+        _save_npy_atomic(self.folder / rec.file, arr, overwrite=True)
+        self.previews.append(rec)
+        if write_json:
+            self._write_json()
+        return rec
+
+    def drop_previews(self, ids: Sequence[int] | None = None, *, write_json: bool = True) -> None:
+        """Unlist previews (all when ``ids`` is None) and delete their files.
+
+        ``run.json`` is rewritten before the files go, so a reader never lists a missing one.
+        """
+        wanted = None if ids is None else {int(i) for i in ids}
+        gone = [r for r in self.previews if wanted is None or r.id in wanted]
+        if not gone:
+            return
+        self.previews = [r for r in self.previews if r not in gone]
+        if write_json:
+            self._write_json()
+        self._delete_previews(gone)
+
+    def _delete_previews(self, gone: Sequence[CandidateRecord]) -> None:
+        for rec in gone:
+            (self.folder / rec.file).unlink(missing_ok=True)
+        if not self.previews and (self.folder / _PREVIEWS).is_dir():
+            shutil.rmtree(self.folder / _PREVIEWS, ignore_errors=True)
 
     # -- volumes written slice by slice, weights and the resume state
 
@@ -373,13 +452,16 @@ class ResultWriter:
     def finish(self, *, status: str = "done", **extra: Any) -> None:
         """Mark the run finished (or failed) and add final entries to ``run.json``.
 
-        A finished run (``status="done"``) drops its ``partial/`` folder.
+        A finished run (``status="done"``) drops its ``partial/`` folder; any run drops the
+        previews still listed.
         """
         self.status = status
         self.extra.update(extra)
+        gone, self.previews = self.previews, []
         if status == "done" and (self.folder / _PARTIAL).is_dir():
             shutil.rmtree(self.folder / _PARTIAL)
         self._write_json()
+        self._delete_previews(gone)
 
     def order(self) -> list[int]:
         """Candidate ids in curve order (high-resolution end first)."""
@@ -400,6 +482,8 @@ class ResultWriter:
             "candidates": [r.to_json() for r in self.records],
             "order": self.order(),
         }
+        if self.previews:
+            doc["previews"] = [r.to_json() for r in self.previews]
         with atomic_file(self.folder / "run.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, default=_json_default))
 
@@ -447,6 +531,8 @@ class ResultReader:
             raise InputError("run.json is not a ctdid result", path=path)
         self.doc: dict[str, Any] = doc
         self.records = {r.id: r for r in _records_from_doc(doc)}
+        #: Previews listed now (a running single-slice DID run with previews), by id.
+        self.previews = {r.id: r for r in _records_from_doc(doc, "previews")}
 
     @property
     def status(self) -> str:
@@ -491,6 +577,13 @@ class ResultReader:
         if record_id not in self.records:
             raise InputError(f"no candidate {record_id}", path=self.folder)
         return self._load(self.records[record_id].file, mmap)
+
+    def preview(self, record_id: int, *, mmap: bool = True) -> NDArray[np.float32]:
+        """A preview image listed now, HU (z, y, x); InputError once it was replaced."""
+        if record_id not in self.previews:
+            raise InputError(f"no preview {record_id} (replaced by DID's candidates?)",
+                             path=self.folder)  # fmt: skip
+        return self._load(self.previews[record_id].file, mmap)
 
     def candidate_weights(self, record_id: int) -> dict[str, Any]:
         """The state dict (name -> CPU tensor) that made a candidate.

@@ -58,6 +58,13 @@ class Candidate:
         when the engine runs with ``keep_weights=True``; None otherwise. Load them with
         ``model.load_state_dict(candidate.weights)`` or apply them to other images with
         :meth:`ctdid.core.InteractiveDenoiser.apply`.
+    preview : bool, optional
+        True for a preview: a pixel blend of the input, the default and the low-noise bound
+        at strength ``s`` (``(1 - |s|) y0 + |s| x`` for ``s < 0``, ``(1 - s) y0 + s t_low``
+        for ``s > 0``), offered by :meth:`~ctdid.core.InteractiveDenoiser.iter_candidates`
+        with ``previews=True`` before the fine-tuning makes the real candidates, which
+        replace it (:func:`ctdid.core.did.preview.replaces`). No :class:`CandidateStack` of
+        the engine holds a preview. Default False.
     """
 
     image: NDArray[np.float32]
@@ -68,6 +75,7 @@ class Candidate:
     strength: float
     elapsed: float
     weights: Mapping[str, Any] | None = None
+    preview: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

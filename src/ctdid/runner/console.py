@@ -71,8 +71,9 @@ def run_with_progress(
     fine-tuning (candidates' weights made), one for the slices rendered over all candidate
     volumes, or, per slice, one for the slices finished.
 
-    ``on_first_candidate`` is called once, when the first candidate is in the result folder
-    (``ctdid run --view`` starts the viewer there, so candidates appear as they are made).
+    ``on_first_candidate`` is called once, when the first candidate (or preview) is in the
+    result folder (``ctdid run --view`` starts the viewer there, so candidates appear as
+    they are made).
     """
     first = [on_first_candidate]
     columns = (
@@ -97,6 +98,8 @@ def run_with_progress(
                 if p.stage not in extra:
                     extra[p.stage] = bar.add_task(labels[p.stage], total=p.total)
                 bar.update(extra[p.stage], completed=p.done, total=p.total)
+            elif p.stage == "preview":
+                bar.update(task, description="previews (blend) shown, DID fine-tuning")
             elif p.stage == "candidate":
                 bar.update(task, description="DID candidates", completed=p.done, total=p.total)
             elif p.stage == "finishing":
@@ -105,7 +108,7 @@ def run_with_progress(
                 bar.update(task, description="done", completed=p.done, total=p.done)
             # (a resumed run may have every candidate already: then at the end)
             hook = first[0]
-            if hook is not None and p.stage in ("candidate", "finishing", "done"):
+            if hook is not None and p.stage in ("candidate", "preview", "finishing", "done"):
                 first[0] = None
                 hook()
 

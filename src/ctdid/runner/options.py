@@ -168,6 +168,17 @@ class RunOptions:
     batch_size : int
         Volumes: slices per forward pass when rendering candidate volumes (and per unit of
         progress saved for a resume). Default 8.
+    previews : bool
+        Method ``"did"`` on a single slice: as soon as the default exists, write preview
+        images (pixel blends ``(1 - |s|) y0 + |s| x`` toward the input and
+        ``(1 - s) y0 + s t_low`` toward the low-noise bound at ``s = +-i / n_candidates``;
+        :meth:`ctdid.core.InteractiveDenoiser.iter_candidates`) to ``previews/``, listed under
+        ``previews`` in ``run.json``, before the fine-tuning starts; each DID candidate then
+        replaces the previews of its side it has reached, and the rest go when the engine
+        ends. True: a slider over the whole range within milliseconds of the default, at the
+        cost of writing ``2 n`` more images; the finished folder is the same either way
+        (``run.json`` adds ``previews_shown``). Other methods and volumes make no previews.
+        Not compared on resume. Default False (``ctdid run`` turns it on).
 
     Raises
     ------
@@ -193,6 +204,7 @@ class RunOptions:
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     train_slices: int = 8
     batch_size: int = 8
+    previews: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -211,6 +223,9 @@ class RunOptions:
         set_(self, "engine_options", engine_options)
         _check_count("train_slices", self.train_slices)
         _check_count("batch_size", self.batch_size)
+        if not isinstance(self.previews, bool | np.bool_):
+            raise InputError(f"previews must be True or False, got {self.previews!r}")
+        set_(self, "previews", bool(self.previews))
         if self.resume and self.overwrite:
             raise InputError(
                 "resume and overwrite exclude each other (resume continues the run in the "
@@ -229,6 +244,9 @@ class RunOptions:
 
     def config(self, *, per_slice: bool, reference: bool, roi: bool) -> dict[str, Any]:
         """The options as ``run.json`` records them under ``config`` (compared on resume).
+
+        ``previews`` is not among them: it changes what is shown while the run goes, not the
+        result (a run with previews resumes one without, and the other way round).
 
         For ``method="auto"`` the resolved sides are recorded too (``"auto:high+low"``), so
         that a run is not resumed with another curve after the packaged verdict changed.

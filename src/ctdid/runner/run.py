@@ -237,7 +237,8 @@ def _make_candidates(
         return run_per_slice(stream, engine, total)
     if plan.streamed:
         return run_volume_shared(stream, engine, total, train_slices=int(options.train_slices))
-    return run_single(stream, engine, total)
+    previews = options.previews and options.curve.engine_method == "did"
+    return run_single(stream, engine, total, previews=previews)
 
 
 def run_did(
@@ -344,6 +345,8 @@ def run_did(
     try:
         engine_info = _make_candidates(stream, engine, plan, opts, total)
         engine_s = time.perf_counter() - start
+        if stream.previews_shown:
+            writer.extra["previews_shown"] = stream.previews_record()
         stream.emit("finishing", len(writer.records), total)
         out = write_outputs(stream, opts, info["model"])
         timings = {

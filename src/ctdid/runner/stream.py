@@ -53,6 +53,11 @@ class CandidateStream:
         self.state: dict[str, Any] = {}
         self.rendered_slices = 0
         self.render_total: int | None = None
+        self.preview_n = 0  # previews per direction of the run (0: none)
+        self.previews_shown = 0
+        self.previews_ready_s: float | None = None
+        self._previews: dict[int, Any] = {}  # listed preview id -> its core Candidate
+        self._unlabelled: tuple[int, NDArray[np.float32]] | None = None  # the default's
 
     def notes(self) -> list[str]:
         return list(self.labeller.notes) if self.labeller is not None else []
@@ -95,9 +100,20 @@ class CandidateStream:
         progress: float,
         elapsed: float,
         total: int | None,
+        made: Any = None,
+        label_later: bool = False,
     ) -> CandidateRecord:
+        """Label and list a candidate held in memory.
+
+        ``made``: the engine's :class:`~ctdid.core.Candidate`; the previews it replaces are
+        dropped before the progress callback hears of it. ``label_later`` (the default with
+        previews coming): list it unlabelled, and label it (which sets the labels up, most
+        of a second on a 512 x 512 slice) after the previews (:meth:`label_deferred`).
+        """
         is_default = direction == "default"
-        labels = self._label(image, is_default=is_default)
+        if not is_default:
+            self.label_deferred()
+        labels = {} if label_later else self._label(image, is_default=is_default)
         rec = self.writer.add(
             image,
             direction=direction,
@@ -107,7 +123,19 @@ class CandidateStream:
             elapsed_s=elapsed,
             labels=labels,
         )
+        if label_later:
+            self._unlabelled = (rec.id, image)
+        if made is not None:
+            self.replace_previews(made)
         return self._stored(rec, total)
+
+    def label_deferred(self) -> None:
+        """Label the default listed with ``label_later`` (if any) and rewrite its record."""
+        if self._unlabelled is None:
+            return
+        rid, image = self._unlabelled
+        self._unlabelled = None
+        self.writer.set_labels(rid, self._label(image, is_default=True))
 
     def _stored(self, rec: CandidateRecord, total: int | None) -> CandidateRecord:
         if rec.direction == "default":
@@ -117,6 +145,50 @@ class CandidateStream:
         n = len(self.writer.records)
         self.emit("candidate", n, None if total is None else max(total, n), rec)
         return rec
+
+    # -- previews (single slices): shown at once, replaced by DID's candidates
+
+    def store_preview(self, cand: Any, *, expected: int) -> CandidateRecord:
+        """List a preview candidate (``cand.preview``) in ``previews/``, unlabelled.
+
+        ``run.json`` is rewritten once, with the ``expected``-th preview, so that the whole
+        range appears at once; ``previews_ready_s`` records when (seconds from the start).
+        """
+        last = self.previews_shown + 1 >= expected
+        rec = self.writer.add_preview(
+            np.asarray(cand.image), direction=cand.direction, strength=cand.strength,
+            progress=cand.progress, elapsed_s=time.perf_counter() - self.start,
+            write_json=last,
+        )  # fmt: skip
+        self._previews[rec.id] = cand
+        self.previews_shown += 1
+        if last:
+            self.previews_ready_s = time.perf_counter() - self.start
+        self.emit("preview", self.previews_shown, expected, rec)
+        if last:
+            self.label_deferred()
+        return rec
+
+    def replace_previews(self, cand: Any | None) -> None:
+        """Drop the previews that candidate ``cand`` replaces; all of them for None."""
+        from ctdid.core.did.preview import replaces
+
+        if not self._previews:
+            return
+        ids = [
+            pid for pid, p in self._previews.items()
+            if cand is None or replaces(cand, p, n_candidates=self.preview_n)
+        ]  # fmt: skip
+        for pid in ids:
+            del self._previews[pid]
+        self.writer.drop_previews(ids)
+
+    def previews_record(self) -> dict[str, Any] | None:
+        """``run.json``'s ``previews_shown``: how many previews, ready when; None if none."""
+        if not self.previews_shown:
+            return None
+        return {"count": self.previews_shown, "ready_s": self.previews_ready_s,
+                "method": "blend"}  # fmt: skip
 
     # -- volumes: streamed, resumable
 

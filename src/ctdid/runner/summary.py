@@ -17,8 +17,10 @@ class RunProgress:
 
     Attributes
     ----------
-    stage : {"candidate", "finetune", "render", "slice", "finishing", "done"}
-        ``"candidate"``: a candidate was just stored (``record``); ``"finetune"``: the
+    stage : {"candidate", "preview", "finetune", "render", "slice", "finishing", "done"}
+        ``"candidate"``: a candidate was just stored (``record``); ``"preview"``: a preview
+        was stored (``record``, ``record.preview``; ``done`` of ``total`` previews, listed in
+        ``run.json`` with the last one); ``"finetune"``: the
         shared trajectory of a volume made one more candidate's weights; ``"render"``: one
         more batch of slices of a candidate volume was written; ``"slice"``: per-slice mode
         finished one more slice; ``"finishing"``: figures, pick and exports are being

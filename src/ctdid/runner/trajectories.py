@@ -33,12 +33,27 @@ _PER_SLICE_NOTE = (
 )
 
 
-def run_single(stream: CandidateStream, engine: Any, total: int | None) -> dict[str, Any]:
-    """Run the engine on the whole input at once; store each candidate as it is made."""
+def run_single(
+    stream: CandidateStream, engine: Any, total: int | None, *, previews: bool = False
+) -> dict[str, Any]:
+    """Run the engine on the whole input at once; store each candidate as it is made.
+
+    ``previews`` (a single slice and the DID engine only): the engine's blend previews
+    (:meth:`ctdid.core.InteractiveDenoiser.iter_candidates`) go to ``previews/`` right after
+    the default (which is labelled after them, so that they appear within milliseconds);
+    each DID candidate stored drops the previews it replaces, and the rest go when the
+    engine ends.
+    """
     hu = np.array(stream.volume.hu)  # writable copy for torch
     t0 = time.perf_counter()
+    use_previews = bool(previews) and hu.shape[0] == 1
+    stream.preview_n = int(engine.n_candidates) if use_previews else 0
+    expected = stream.preview_n * len(tuple(getattr(engine, "directions", ())))
 
     def callback(c: Any) -> None:
+        if getattr(c, "preview", False):
+            stream.store_preview(c, expected=expected)
+            return
         stream.store(
             np.asarray(c.image),
             direction=c.direction,
@@ -47,12 +62,17 @@ def run_single(stream: CandidateStream, engine: Any, total: int | None) -> dict[
             progress=c.progress,
             elapsed=time.perf_counter() - stream.start,
             total=total,
+            made=c,
+            label_later=expected > 0 and c.direction == "default",
         )
 
     if hu.shape[0] == 1:
-        stack = engine.run(hu[0], callback=callback)
+        more = {"previews": True} if use_previews else {}
+        stack = engine.run(hu[0], callback=callback, **more)
     else:
         stack = engine.run_volume(hu, shared=True, callback=callback)
+    stream.label_deferred()  # (no-op unless the engine made no candidate after the default)
+    stream.replace_previews(None)  # the engine ended: what DID did not reach goes too
     return engine_info(stack, time.perf_counter() - t0)
 
 

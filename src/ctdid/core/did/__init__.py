@@ -68,11 +68,22 @@ options object), :mod:`~ctdid.core.did.generate` (one run: bounds, training set,
 stack), :mod:`~ctdid.core.did.problem` (targets, progress, crops), the strategies behind
 :mod:`~ctdid.core.did.strategy` (:mod:`~ctdid.core.did.sgd`, :mod:`~ctdid.core.did.
 progress_control` with :mod:`~ctdid.core.did.gauss_newton` or :mod:`~ctdid.core.did.
-adam_experimental`), and :mod:`~ctdid.core.did.volume`.
+adam_experimental`), :mod:`~ctdid.core.did.preview` (the instant blend previews) and
+:mod:`~ctdid.core.did.volume`.
 """
 
 from ctdid.core.did.engine import InteractiveDenoiser
 from ctdid.core.did.options import DIDOptions, Mode, StepControl
+from ctdid.core.did.preview import LiveCandidates, blend_previews, replaces
 from ctdid.core.did.problem import progress
 
-__all__ = ["DIDOptions", "InteractiveDenoiser", "Mode", "StepControl", "progress"]
+__all__ = [
+    "DIDOptions",
+    "InteractiveDenoiser",
+    "LiveCandidates",
+    "Mode",
+    "StepControl",
+    "blend_previews",
+    "progress",
+    "replaces",
+]

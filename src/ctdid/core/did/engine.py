@@ -138,6 +138,7 @@ class InteractiveDenoiser:
         *,
         body: ArrayLike | Tensor | None = None,
         callback: Callable[[Candidate], object] | None = None,
+        previews: bool = False,
     ) -> CandidateStack:
         """Make the candidate stack for one image (or one batch sharing a trajectory).
 
@@ -152,16 +153,24 @@ class InteractiveDenoiser:
         callback : callable, optional
             Called with each :class:`Candidate` as soon as it is made (the default first;
             see :meth:`iter_candidates` for the order).
+        previews : bool, optional
+            If true, ``callback`` also gets the preview candidates (see
+            :meth:`iter_candidates`); the returned stack never holds them and is the same
+            as without. Default False.
 
         Returns
         -------
         CandidateStack
             Candidates ordered high resolution -> low noise; images shaped like ``x``.
         """
-        return _volume.drain(self.iter_candidates(x, body=body), callback)
+        return _volume.drain(self.iter_candidates(x, body=body, previews=previews), callback)
 
     def iter_candidates(
-        self, x: ArrayLike | Tensor, *, body: ArrayLike | Tensor | None = None
+        self,
+        x: ArrayLike | Tensor,
+        *,
+        body: ArrayLike | Tensor | None = None,
+        previews: bool = False,
     ) -> Generator[Candidate, None, CandidateStack]:
         """Yield candidates as they are made; the generator returns the :class:`CandidateStack`.
 
@@ -169,12 +178,24 @@ class InteractiveDenoiser:
         the candidates as they are made: each direction's from the default outward, the two
         directions interleaved (or one after the other when ``interleave=False``). Closing
         the generator early stops the fine-tuning.
+
+        With ``previews=True``, right after the default and before the fine-tuning starts,
+        the generator yields preview candidates (``Candidate.preview`` true): pixel blends of
+        the engine's own images at ``s = +-i / n_candidates`` (i = 1..n, each direction of
+        ``directions`` from the default outward; ``(1 - |s|) y0 + |s| x`` toward the input,
+        ``(1 - s) y0 + s t_low`` toward the low-noise bound; see
+        :mod:`ctdid.core.did.preview`). They cost milliseconds and give a slider over the
+        whole range at once; each DID candidate then replaces the previews of its direction
+        it has reached (:func:`~ctdid.core.did.preview.replaces`;
+        :class:`~ctdid.core.did.preview.LiveCandidates` keeps the current set). The
+        returned stack holds no preview and equals, bit for bit, the stack of a run
+        without previews (same options and seed).
         """
         xt, shape = as_batch(x, self.device)
         mask = body_weights(
             xt, body, shape, threshold=self.options.body_threshold, device=self.device
         )
-        return generate(self.setup, xt, mask, shape, batch_size=None)
+        return generate(self.setup, xt, mask, shape, batch_size=None, previews=bool(previews))
 
     def run_volume(
         self,

@@ -32,6 +32,7 @@ from ctdid.core.did.network import (
 )
 from ctdid.core.did.options import DIDOptions
 from ctdid.core.did.order_guard import OrderGuard
+from ctdid.core.did.preview import blend_previews
 from ctdid.core.did.problem import Problem, TrainingSet, crop_count, training_set
 from ctdid.core.did.progress_control import ProgressTrajectory
 from ctdid.core.did.sgd import PaperSGD
@@ -113,6 +114,14 @@ class _Generation:
                                  weights=weights)  # fmt: skip
         self.guard = OrderGuard(self.y0, self.mask) if self.opts.order_guard else None
         return self.default
+
+    def previews(self) -> list[Candidate]:
+        """Pixel-blend previews of the engine's directions at ``+-i / n_candidates``."""
+        return blend_previews(
+            self.to_np(self.xb), self.default.image, self.to_np(self.t_low),
+            n_candidates=self.opts.n_candidates, directions=self.opts.directions,
+            started=self.start,
+        )  # fmt: skip
 
     def training(self, batch_size: int | None, train_index: NDArray[np.int_] | None) -> None:
         """Choose the training slices and crops; the fine-tuning problems' data."""
@@ -311,6 +320,7 @@ def generate(
     *,
     batch_size: int | None,
     train_index: NDArray[np.int_] | None = None,
+    previews: bool = False,
 ) -> Generator[Candidate, None, CandidateStack]:
     """Yield the default, then the candidates as made; return the :class:`CandidateStack`.
 
@@ -326,9 +336,15 @@ def generate(
         Slices per forward pass when rendering; ``None``: all at once.
     train_index : ndarray of int, optional
         The slices of ``xb`` to fine-tune on (a volume); default all.
+    previews : bool, optional
+        If true, yield the pixel-blend previews (:func:`~ctdid.core.did.preview.
+        blend_previews`, ``preview=True``) right after the default, before the fine-tuning
+        starts. They use no random numbers and leave the stack unchanged. Default False.
     """
     gen = _Generation(setup, xb, mask, shape)
     yield gen.bounds(batch_size)
+    if previews:
+        yield from gen.previews()
     gen.training(batch_size, train_index)
     info = gen.info()
     budget = setup.options.time_budget
