@@ -1022,6 +1022,8 @@ def reproduce(
 
     res = run_reproduction(
         out,
+        quick=quick,
+        size=size,
         config=make_config(quick=quick, size=size, order_guard=order_guard),
         overwrite=overwrite,
         log=lambda msg: err_console.print(msg, markup=False),
