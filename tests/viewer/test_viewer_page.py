@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from viewer_factory import make_result
+from viewer_factory import add_previews, make_result
 
 from ctdid.io.png import window_to_uint8
 from ctdid.results import ResultReader
@@ -310,3 +310,68 @@ def test_failed_run_shows_error(open_page: Any, tmp_path: Path) -> None:
     page = open_page(folder)
     assert page.is_visible("#error")
     assert "out of memory" in page.inner_text("#error-message")
+
+
+def test_previews_shown_labelled_then_followed_when_replaced(
+    open_page: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "previews"
+    writer = make_result(folder, strengths=(0.0, -1 / 3, 1 / 3), finish=False)
+    add_previews(writer)  # p0..p3 at -0.25..-1, p4..p7 at +0.25..+1
+    page = open_page(folder)
+    assert page.get_attribute("#cand-slider", "max") == "10"  # 3 candidates + 8 previews
+    assert page.get_attribute("#preview-ticks", "data-count") == "8"
+    assert page.is_visible("#preview-legend")
+    assert "3 candidates so far + 8 previews" in page.inner_text("#run-status")
+    assert page.evaluate("window.ctdidViewer.state.curId") == 0  # starts at the default
+    order = page.evaluate("window.ctdidViewer.state.order")
+    assert order == ["p3", "p2", "p1", 1, "p0", 0, "p4", 2, "p5", "p6", "p7"]
+    page.evaluate(f"window.ctdidViewer.setIndex({order.index('p5')}, false)")
+    assert page.get_attribute("#views canvas", "data-shown") == "p5"
+    assert page.inner_text("#cand-index").startswith("preview (blend) 9 / 11")
+    assert "preview (blend) · p5 · low · strength +0.50" in page.inner_text("#cand-info")
+    assert page.inner_text("#views .view .label") == "preview (blend)"
+    assert page.evaluate(
+        "document.querySelector('#views .view .label').classList.contains('preview')"
+    )
+    want = window_to_uint8(slice_int16(ResultReader(folder).preview(5)[0]), -160, 240)
+    assert np.array_equal(canvas_grey(page), want)
+    page.click("#btn-pick")
+    assert "cannot be picked or exported" in page.inner_text("#pick-status")
+    assert not (folder / "picks.json").exists()
+    page.evaluate("window.ctdidViewer.setSmooth(true)")  # a blend of candidate 2 and p5
+    page.evaluate("window.ctdidViewer.setStrength(0.4, false)")
+    page.wait_for_function("document.querySelector('#views canvas').dataset.shown === 'blend 2 p5'")
+    assert page.inner_text("#views .view .label") == "strength +0.40 · preview (blend)"
+    page.evaluate("window.ctdidViewer.setSmooth(false)")
+    page.evaluate(f"window.ctdidViewer.setIndex({order.index('p5')}, false)")
+
+    # DID's low side reaches +0.5: its candidate replaces p4 and p5, the viewer moves to it
+    img = ResultReader(folder).candidate(2)
+    rec = writer.add(img + 7, direction="low", strength=0.5, step=2, progress=0.5, elapsed_s=2.0)
+    writer.drop_previews([4, 5])
+    page.wait_for_function(f"window.ctdidViewer.state.curId === {rec.id}", timeout=5000)
+    page.wait_for_function("window.ctdidViewer.allCached()", timeout=5000)
+    assert page.get_attribute("#cand-slider", "max") == "9"
+    assert page.get_attribute("#preview-ticks", "data-count") == "6"
+    assert page.get_attribute("#views canvas", "data-shown") == str(rec.id)
+    assert page.inner_text("#cand-index").startswith("candidate ")
+    assert "preview" not in page.inner_text("#cand-info")
+    assert np.array_equal(canvas_grey(page), expected_grey(folder, rec.id, (-160, 240)))
+
+    # the run ends: the remaining previews go; from p7 (+1) the viewer moves to +0.5
+    page.evaluate(
+        "window.ctdidViewer.setIndex(window.ctdidViewer.state.order.indexOf('p7'), false)"
+    )
+    assert page.get_attribute("#views canvas", "data-shown") == "p7"
+    writer.finish()
+    page.wait_for_function("window.ctdidViewer.state.status === 'done'", timeout=5000)
+    assert page.evaluate("window.ctdidViewer.state.order") == [1, 0, 2, rec.id]
+    assert page.evaluate("window.ctdidViewer.state.curId") == rec.id
+    assert page.get_attribute("#cand-slider", "max") == "3"
+    assert page.get_attribute("#preview-ticks", "data-count") == "0"
+    assert not page.is_visible("#preview-legend")
+    assert page.inner_text("#run-status") == "done · 4 candidates"
+    page.wait_for_function("window.ctdidViewer.allCached()", timeout=5000)
+    assert page.evaluate("window.ctdidViewer.state.errors") == []
+    assert "slice" not in page.inner_text("#pick-status")  # no failed request was shown

@@ -68,3 +68,32 @@ def make_result(
     if finish:
         writer.finish()
     return writer
+
+
+#: Strengths of synthetic previews (``s = +-i/4``, as ``blend_previews`` with n = 4).
+PREVIEW_STRENGTHS = (-0.25, -0.5, -0.75, -1.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def add_previews(
+    writer: ResultWriter, strengths: tuple[float, ...] = PREVIEW_STRENGTHS
+) -> list[int]:
+    """List previews (pixel blends of the input and the default) as a running DID run does.
+
+    The folder must hold its default candidate (id 0); returns the preview ids. Positive
+    strengths blend toward a darker copy of the default (a stand-in for t_low).
+    """
+    x = np.load(writer.folder / "input.npy")
+    y0 = np.load(writer.folder / writer.records[0].file)
+    ids = []
+    for k, s in enumerate(strengths):
+        img = (1 - abs(s)) * y0 + abs(s) * (x if s < 0 else y0 - 40.0)
+        rec = writer.add_preview(
+            img,
+            direction="high" if s < 0 else "low",
+            strength=s,
+            progress=abs(s),
+            elapsed_s=0.01,
+            write_json=k == len(strengths) - 1,
+        )
+        ids.append(rec.id)
+    return ids

@@ -5,6 +5,13 @@ int16 HU (``/api/slice/{candidate}/{z}``) and does window/level, ROI statistics 
 itself. The server writes only ``picks.json`` and files under ``exports/`` inside the result
 folder.
 
+Previews (pixel blends listed under ``previews`` in ``run.json`` while a single-slice DID run
+fine-tunes) are served beside the candidates under the key ``p{id}`` (``/api/slice/p3/0``),
+which no candidate id (digits only) can take; ``/api/result`` gives each listed preview its
+``key`` and ``view_order``, the candidates and previews merged in strength order. A preview
+that DID has replaced is answered 404. Previews cannot be picked or exported (409): they are
+transient and their files are deleted when DID's candidates replace them.
+
 Security: bound to 127.0.0.1 by default, with a Host-header check against DNS rebinding. Binding
 to another address needs ``allow_remote=True`` and then every request must carry a random token
 (``?token=`` in the page address, ``X-CTDID-Token`` on API calls); anything else is answered
@@ -50,11 +57,13 @@ __all__ = [
     "MAX_BODY",
     "TASK_PRESETS",
     "create_app",
+    "preview_key",
     "roi_stats",
     "serve",
     "serve_in_thread",
     "slice_int16",
     "view",
+    "view_order",
 ]
 
 #: Largest accepted request body in bytes.
@@ -209,6 +218,33 @@ def _error_page(title: str, message: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+_PREVIEW_KEY = re.compile(r"^p([0-9]{1,6})$")
+
+
+def preview_key(record_id: int) -> str:
+    """The viewer's key of preview ``record_id`` (``p3``): never a candidate id (digits)."""
+    return f"p{int(record_id)}"
+
+
+def view_order(reader: ResultReader) -> list[int | str]:
+    """The slider's entries: candidate ids and preview keys, high resolution to low noise.
+
+    Candidates keep ``run.json``'s ``order``; each listed preview goes in at its strength
+    (after the candidates of equal strength).
+    """
+    cands = reader.ordered()
+    previews = sorted(reader.previews.values(), key=lambda r: (r.strength, r.id))
+    merged: list[int | str] = []
+    i = 0
+    for rec in cands:
+        while i < len(previews) and previews[i].strength < rec.strength:
+            merged.append(preview_key(previews[i].id))
+            i += 1
+        merged.append(rec.id)
+    merged.extend(preview_key(r.id) for r in previews[i:])
+    return merged
+
+
 class _Result:
     """The result folder, re-read on demand, shared by the request handlers."""
 
@@ -239,6 +275,43 @@ class _Result:
         if cid not in reader.records:
             raise _HTTPError(404, "no such candidate")
         return reader.records[cid]
+
+    def record_for_pick(self, cand: Any) -> CandidateRecord:
+        """:meth:`record` for picks and exports, refusing a preview key with a clear 409."""
+        if isinstance(cand, str) and _PREVIEW_KEY.match(cand):
+            raise _HTTPError(
+                409,
+                f"{cand} is a preview (pixel blend) shown while DID runs; previews cannot be "
+                "picked or exported: wait for DID's candidates and pick one of them",
+            )
+        return self.record(cand)
+
+    def preview_volume(self, key: str) -> NDArray[np.float32]:
+        """The image of the listed preview ``key`` (``p3``); 404 once DID replaced it."""
+        match = _PREVIEW_KEY.match(key)
+        if match is None:
+            raise _HTTPError(404, "no such preview")
+        pid = int(match.group(1))
+        gone = _HTTPError(404, f"preview {key} is gone: replaced by DID's candidates")
+        reader = self.reader()
+        if pid not in reader.previews:
+            reader = self.reader(refresh=True)
+            if pid not in reader.previews:
+                raise gone
+        try:
+            return reader.preview(pid)
+        except InputError:  # unlisted and deleted since this reader read run.json
+            if pid not in self.reader(refresh=True).previews:
+                raise gone from None
+            raise
+
+    def volume(self, cand: Any) -> NDArray[np.float32]:
+        """The image of ``input``, a candidate id or a preview key, HU (z, y, x)."""
+        if cand == "input":
+            return self.reader().input()
+        if isinstance(cand, str) and _PREVIEW_KEY.match(cand):
+            return self.preview_volume(cand)
+        return self.reader().candidate(self.record(cand).id)
 
 
 def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) -> Starlette:
@@ -320,6 +393,11 @@ def _read_routes(result: _Result) -> list[Route]:
             return _error(404 if not (result.folder / "run.json").is_file() else 500, str(exc))
         doc = dict(reader.doc)
         doc["status"] = reader.status
+        doc["previews"] = [
+            {**rec.to_json(), "key": preview_key(rec.id)}
+            for rec in sorted(reader.previews.values(), key=lambda r: r.id)
+        ]
+        doc["view_order"] = view_order(reader)
         doc["default_candidate"] = None if (d := reader.default_record()) is None else d.id
         doc["picks"] = _load_picks(result.folder).get("picks", {})
         doc["task_presets"] = list(TASK_PRESETS)
@@ -332,7 +410,8 @@ def _read_routes(result: _Result) -> list[Route]:
         z_text = request.path_params["z"]
         if not z_text.isdigit() or len(z_text) > 6:
             raise _HTTPError(404, "slice index must be a non-negative integer")
-        if cand != "input" and not (cand.isdigit() and len(cand) <= 6):
+        is_id = cand.isdigit() and len(cand) <= 6
+        if cand != "input" and not is_id and not _PREVIEW_KEY.match(cand):
             raise _HTTPError(404, "no such candidate")
         return await run_in_threadpool(_slice_response, result, cand, int(z_text))
 
@@ -343,9 +422,8 @@ def _read_routes(result: _Result) -> list[Route]:
 
 
 def _slice_response(result: _Result, cand: str, z: int) -> Response:
-    """Slice ``z`` of the input or of a candidate as raw little-endian int16 HU."""
-    reader = result.reader()
-    volume = reader.input() if cand == "input" else reader.candidate(result.record(cand).id)
+    """Slice ``z`` of the input, a candidate or a preview as raw little-endian int16 HU."""
+    volume = result.volume(cand)
     if not 0 <= z < volume.shape[0]:
         raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
     data = slice_int16(volume[z])
@@ -369,7 +447,7 @@ def _post_routes(result: _Result) -> list[Route]:
         if request.method == "GET":
             return JSONResponse(_load_picks(result.folder))
         body = await _read_json(request)
-        rec = await run_in_threadpool(result.record, body.get("candidate"))
+        rec = await run_in_threadpool(result.record_for_pick, body.get("candidate"))
         task = body.get("task")
         if not isinstance(task, str) or not task.strip() or len(task) > _TASK_MAX:
             raise _HTTPError(400, f"task must be non-empty text of at most {_TASK_MAX} characters")
@@ -378,7 +456,7 @@ def _post_routes(result: _Result) -> list[Route]:
 
     async def api_export(request: Request) -> Response:
         body = await _read_json(request)
-        rec = await run_in_threadpool(result.record, body.get("candidate"))
+        rec = await run_in_threadpool(result.record_for_pick, body.get("candidate"))
         target, files = await run_in_threadpool(_export, result.reader(), rec, body)
         rel = str(target.relative_to(result.folder.resolve()))
         return JSONResponse({"written": [rel], "files": len(files), "candidate": rec.id})
@@ -401,10 +479,7 @@ def _roi_response(result: _Result, body: Mapping[str, Any]) -> Response:
         box = [float(body[k]) for k in ("x0", "y0", "x1", "y1")]
     except (KeyError, TypeError, ValueError):
         raise _HTTPError(400, "need z, x0, y0, x1, y1 numbers") from None
-    if cand == "input":
-        vol = result.reader().input()
-    else:
-        vol = result.reader().candidate(result.record(cand).id)
+    vol = result.volume(cand)
     if not 0 <= z < vol.shape[0]:
         raise _HTTPError(404, "slice out of range")
     shape = body.get("shape", "rect")

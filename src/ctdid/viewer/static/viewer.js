@@ -7,6 +7,12 @@
  * Smooth mode: the candidate slider moves over strength in SMOOTH_STEPS steps; the image is
  * the float32 blend of the two neighbouring candidates, as ctdid.core.candidates.interpolate,
  * windowed with the same mapping.  Picks and exports stay per stored candidate (the nearest).
+ *
+ * Previews: while a single-slice DID run fine-tunes, run.json lists pixel-blend previews; the
+ * server gives each a key "p<id>" (never a candidate id) and view_order, candidates and
+ * previews merged by strength.  The slider runs over view_order; a preview is labelled
+ * "preview (blend)" and ticked under the slider.  When DID replaces a preview it leaves the
+ * list and the slider moves to the entry nearest its strength.  Previews are not picked.
  */
 (function () {
   "use strict";
@@ -27,7 +33,7 @@
   const $ = (id) => document.getElementById(id);
 
   const S = {
-    doc: null, status: "loading", order: [], records: new Map(), defaultId: null,
+    doc: null, status: "loading", order: [], records: new Map(), defaultId: null, nCand: 0,
     nz: 1, ny: 0, nx: 0, z: 0, idx: 0, curId: null,
     low: -160, high: 240, preset: "abdomen",
     lut: new Uint32Array(65536),
@@ -104,7 +110,9 @@
       const z = Number(k.slice(sep + 1));
       const p = api("/api/slice/" + cand + "/" + z)
         .then(async (r) => {
+          if (r.status === 404 && isPreview(cand) && !S.records.has(cand)) return; // replaced
           if (!r.ok) {
+            if (r.status === 404 && isPreview(cand)) { schedulePoll(0); return; } // replaced
             let msg = r.statusText;
             try { msg = (await r.json()).error || msg; } catch (e) { /* keep */ }
             throw new Error("slice " + cand + "/" + z + ": " + msg);
@@ -174,6 +182,9 @@
   for (let g = 0; g < 256; g++) GREY[g] = (0xff000000 | (g << 16) | (g << 8) | g) >>> 0;
 
   const strengthOf = (id) => S.records.get(id).strength;
+  /* A preview's key ("p3"); candidate ids are numbers. */
+  const isPreview = (id) => typeof id === "string" && /^p[0-9]+$/.test(id);
+  const PREVIEW_LABEL = "preview (blend)";
   const signed = (x) => (x >= 0 ? "+" : "") + fmt(x, 2);
 
   /* The candidates around strength s, as ctdid.core.candidates.interpolate: walk outward from
@@ -346,6 +357,9 @@
     const blend = isBlendView(v);
     const cand = blend ? null : sourceOf(v);
     v.label.textContent = blend ? "strength " + signed(S.s) : labelOf(v, cand);
+    const previewShown = blend ? blendIds().some(isPreview) : isPreview(cand);
+    if (blend && previewShown) v.label.textContent += " · " + PREVIEW_LABEL;
+    v.label.classList.toggle("preview", previewShown);
     if (v.image === null) {
       v.image = v.ctx.createImageData(S.nx, S.ny);
       v.u32 = new Uint32Array(v.image.data.buffer);
@@ -385,7 +399,8 @@
     if (cand === "input") return "input";
     if (cand === null) return v.role;
     const i = S.order.indexOf(cand);
-    const tag = cand === S.defaultId ? "default" : "candidate " + (i + 1);
+    const tag = cand === S.defaultId ? "default"
+      : isPreview(cand) ? PREVIEW_LABEL : "candidate " + (i + 1);
     return (v.role === "current" && !S.flip ? "" : v.role + ": ") + tag;
   }
 
@@ -483,7 +498,8 @@
   function updateInfo() {
     const n = S.order.length;
     const rec = S.records.get(S.curId);
-    $("cand-index").textContent = n ? "candidate " + (S.idx + 1) + " / " + n : "no candidates yet";
+    const what = rec && rec.preview ? PREVIEW_LABEL : "candidate";
+    $("cand-index").textContent = n ? what + " " + (S.idx + 1) + " / " + n : "no candidates yet";
     if (n && S.smooth) {
       const br = bracket(S.s);
       const pos = (id) => S.order.indexOf(id) + 1;
@@ -493,11 +509,16 @@
           Math.max(pos(br.a), pos(br.b)) + ")");
     }
     $("cand-index").dataset.index = String(S.idx);
+    $("cand-index").dataset.preview = rec && rec.preview ? "true" : "";
     $("cand-index").dataset.strength = S.smooth ? String(S.s) : "";
     if (rec) {
-      $("cand-info").textContent = (S.smooth ? "nearest stored: " : "") + "id " + rec.id + " · " + rec.direction + " · strength " +
-        (rec.strength >= 0 ? "+" : "") + fmt(rec.strength, 2) + " · step " + rec.step +
-        madeBy(rec);
+      $("cand-info").textContent = rec.preview
+        ? (S.smooth ? "nearest: " : "") + PREVIEW_LABEL + " · " + rec.key + " · " +
+          rec.direction + " · strength " + signed(rec.strength) +
+          " · pixel blend shown until DID's candidates replace it"
+        : (S.smooth ? "nearest stored: " : "") + "id " + rec.id + " · " + rec.direction +
+          " · strength " + signed(rec.strength) + " · step " + rec.step + madeBy(rec);
+      $("cand-info").classList.toggle("preview", !!rec.preview);
       const L = rec.labels || {};
       const parts = [];
       if (L.noise_hu !== undefined) parts.push("noise " + fmt(L.noise_hu, 1) + " HU");
@@ -509,7 +530,8 @@
       for (const k of Object.keys(L)) {
         if (!shown.includes(k)) parts.push(k + " " + fmt(L[k], 3));
       }
-      $("cand-labels").textContent = parts.length ? parts.join(" · ") : "no labels";
+      $("cand-labels").textContent = parts.length ? parts.join(" · ")
+        : rec.preview ? "no labels (a preview)" : "no labels";
     } else {
       $("cand-info").textContent = "–";
       $("cand-labels").textContent = "–";
@@ -521,9 +543,33 @@
       const r = strengthRange();
       let frac = n > 1 ? di / (n - 1) : 0.5;
       if (S.smooth && r[1] > r[0]) frac = (strengthOf(S.defaultId) - r[0]) / (r[1] - r[0]);
-      mark.style.left = "calc(" + (frac * 100) + "% + " + (8 - 16 * frac) + "px)";
+      mark.style.left = sliderLeft(frac);
     }
+    drawPreviewTicks();
     drawTradeoff();
+  }
+
+  /* CSS left of a point at fraction frac along the slider (the thumb is 16 px wide). */
+  const sliderLeft = (frac) => "calc(" + (frac * 100) + "% + " + (8 - 16 * frac) + "px)";
+
+  /* A tick under the slider for each preview, where the slider shows it. */
+  function drawPreviewTicks() {
+    const box = $("preview-ticks");
+    const n = S.order.length, r = strengthRange();
+    const previews = S.order.map((id, i) => [id, i]).filter((p) => isPreview(p[0]));
+    box.innerHTML = "";
+    for (const [id, i] of previews) {
+      let frac = n > 1 ? i / (n - 1) : 0.5;
+      if (S.smooth && r[1] > r[0]) frac = (strengthOf(id) - r[0]) / (r[1] - r[0]);
+      const t = document.createElement("div");
+      t.className = "preview-tick" + (id === S.curId ? " current" : "");
+      t.style.left = sliderLeft(frac);
+      t.dataset.key = id;
+      t.title = PREVIEW_LABEL + " " + id + ", strength " + signed(strengthOf(id));
+      box.appendChild(t);
+    }
+    box.dataset.count = String(previews.length);
+    $("preview-legend").hidden = !previews.length;
   }
 
   function fmt(x, d) {
@@ -768,8 +814,12 @@
     const first = S.doc === null;
     S.doc = doc;
     S.status = doc.status;
+    const prevRec = S.records.get(S.curId);
     S.records = new Map((doc.candidates || []).map((c) => [c.id, c]));
-    S.order = (doc.order || []).filter((id) => S.records.has(id));
+    for (const p of doc.previews || []) S.records.set(p.key, Object.assign({}, p, { preview: true }));
+    S.nCand = (doc.candidates || []).length;
+    S.order = (doc.view_order || doc.order || []).filter((id) => S.records.has(id));
+    forgetReplaced();
     S.defaultId = doc.default_candidate !== undefined && doc.default_candidate !== null
       ? doc.default_candidate : null;
     S.picks = doc.picks || {};
@@ -788,12 +838,17 @@
     }
     // keep the shown candidate; start at the default one
     let id = S.curId;
-    if (id === null || !S.records.has(id)) id = S.defaultId !== null ? S.defaultId : null;
+    if (id !== null && !S.records.has(id) && prevRec && S.order.length) {
+      id = nearestEntry(prevRec.strength); // a replaced preview: the entry nearest it
+    } else if (id === null || !S.records.has(id)) id = S.defaultId !== null ? S.defaultId : null;
     let idx = id === null ? Math.floor((S.order.length - 1) / 2) : S.order.indexOf(id);
     if (idx < 0) idx = 0;
     const badge = $("run-status");
     const n = S.order.length;
-    badge.textContent = S.status + (S.status === "running" ? " · " + n + " candidates so far" : " · " + n + " candidates");
+    const np = n - S.order.filter((e) => !isPreview(e)).length;
+    badge.textContent = S.status + " · " + S.nCand +
+      (S.status === "running" ? " candidates so far" : " candidates") +
+      (np ? " + " + np + " previews" : "");
     badge.className = "badge " + S.status;
     if (S.status === "failed") showError("The run failed", doc.error || "see run.json");
     showPicks();
@@ -810,6 +865,27 @@
     updateInfo();
     requestSlices();
     render();
+  }
+
+  /* Entries of the slider nearest strength s: a candidate before a preview at equal distance. */
+  function nearestEntry(s) {
+    let best = null, bd = Infinity;
+    for (const id of S.order) {
+      const d = Math.abs(strengthOf(id) - s) + (isPreview(id) ? 1e-9 : 0);
+      if (d < bd) { bd = d; best = id; }
+    }
+    return best;
+  }
+
+  /* Cached slices and queued requests of previews no longer listed go. */
+  function forgetReplaced() {
+    const gone = (k) => {
+      const c = k.slice(0, k.lastIndexOf(":"));
+      return isPreview(c) && !S.records.has(c);
+    };
+    for (const k of Array.from(S.cache.keys())) if (gone(k)) S.cache.delete(k);
+    S.queue = S.queue.filter((k) => !gone(k));
+    if (S.blend && (!S.records.has(S.blend.a) || !S.records.has(S.blend.b))) S.blend = null;
   }
 
   async function loadResult() {
@@ -833,9 +909,21 @@
     return doc;
   }
 
+  let pollTimer = null, polling = false;
+
   async function poll() {
-    const doc = await loadResult();
-    if (doc === null || doc.status === "running") setTimeout(poll, doc === null ? 2 * POLL_MS : POLL_MS);
+    pollTimer = null;
+    polling = true;
+    let doc = null;
+    try { doc = await loadResult(); } finally { polling = false; }
+    if (doc === null || doc.status === "running") schedulePoll(doc === null ? 2 * POLL_MS : POLL_MS);
+  }
+
+  /* Poll again after ms (sooner than planned, e.g. when a preview answers 404). */
+  function schedulePoll(ms) {
+    if (polling) return;
+    if (pollTimer !== null) clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, ms);
   }
 
   /* ---------- pick and export ---------- */
@@ -858,6 +946,11 @@
     const task = $("task").value.trim();
     if (!task) { setStatusNote("name the task first"); return null; }
     if (S.curId === null) { setStatusNote("no candidate to pick yet"); return null; }
+    if (isPreview(S.curId)) {
+      setStatusNote("this is a " + PREVIEW_LABEL + ", shown until DID's candidates replace it; " +
+        "previews cannot be picked or exported: pick a DID candidate");
+      return null;
+    }
     const id = S.curId;
     const note = S.smooth ? " (the stored candidate nearest strength " + signed(S.s) +
       "; blends are not stored)" : "";
@@ -978,6 +1071,7 @@
     setStrength: setStrength,
     setSmooth: setSmooth,
     bracket: bracket,
+    isPreview: isPreview,
     setSlice: setSlice,
     setWindow: setWindow,
     setCompare: setCompare,
