@@ -20,3 +20,8 @@ class Smoother(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+
+def build() -> Smoother:
+    """Factory for ``--model path/to/smoother_model.py:build`` (a model file the CLI imports)."""
+    return Smoother()

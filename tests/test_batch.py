@@ -35,28 +35,8 @@ from ctdid.errors import CTDIDError, InputError
 if importlib.util.find_spec("ray") is None:  # (not imported here: init_ray imports it)
     pytest.skip("ray is not installed (pip install 'ctdid[batch]')", allow_module_level=True)
 
-MODEL_FILE = """
-import torch
-from torch import nn
-
-
-class Smoother(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 5, padding=2, padding_mode="replicate")
-        g = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2.0)
-        k = torch.outer(g, g)
-        with torch.no_grad():
-            self.conv.weight.copy_((k / k.sum())[None, None])
-            self.conv.bias.zero_()
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-def build():
-    return Smoother()
-"""
+#: The model file given as ``--model FILE:build`` (copied beside the series).
+MODEL_FILE = Path(__file__).parent / "smoother_model.py"
 OPTIONS = ["--method", "did", "--candidates", "1", "--train-slices", "2"]
 #: run.json keys that hold times (or say the run was resumed): not compared.
 TIMES = {"timings", "elapsed_s", "timings_s", "seconds", "trajectory_seconds", "resumed"}
@@ -121,7 +101,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import torch
 
     root = tmp_path_factory.mktemp("batch")
-    (root / "tiny_model.py").write_text(MODEL_FILE)
+    shutil.copyfile(MODEL_FILE, root / "tiny_model.py")
     series = root / "series"
     series.mkdir()
     for name, seed in (("a", 0), ("b", 1)):

@@ -894,9 +894,18 @@ def simulate_cmd(
 
 @app.command("train")
 def train_cmd(
-    dataset: Annotated[Path, typer.Argument(help="Pairs folder from 'ctdid simulate-pairs'.")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Pairs folder ('ctdid simulate' or 'simulate-pairs').")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (one per model).")],
     name: Annotated[str | None, typer.Option("--name", help="Model name.")] = None,
+    extra: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--extra-dataset",
+            help="Another pairs folder, all of it trained on (repeat; shares: dataset_weights).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TrainConfig .yaml/.json; options override.")
     ] = None,
@@ -939,6 +948,8 @@ def train_cmd(
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     data["dataset"] = str(dataset)
+    if extra:
+        data["extra_datasets"] = [str(p) for p in extra]
     if "name" not in data:
         raise CTDIDError("give --name (or 'name' in --config)")
     cfg = TrainConfig.from_dict(data, path=config)

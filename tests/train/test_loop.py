@@ -150,3 +150,39 @@ def test_evaluate_of_identity_is_the_input_rmse() -> None:
     out, inp = evaluate(HUAdapter(nn.Identity()), [(low, normal)])
     assert inp == pytest.approx(10.0)
     assert out == pytest.approx(10.0, abs=1e-3)
+
+
+def test_extra_datasets_are_trained_on_with_their_share_in_the_card(tmp_path: Path) -> None:
+    write_pairs(tmp_path / "main", n=3, size=64)
+    write_pairs(tmp_path / "more", n=2, size=64, sigma=30.0)
+    cfg = _config(
+        tmp_path / "main",
+        extra_datasets=[str(tmp_path / "more")],
+        dataset_weights=[3, 1],
+        iterations=2,
+    )
+    res = train(cfg, out_dir=tmp_path / "run")
+    card = ModelCard.load(res.card)
+    assert "75 % of the patches: 2 training slice(s) from pairs folder 'main'" in (
+        card.training_data
+    )
+    assert "25 % of the patches: 2 training slice(s) from pairs folder 'more'" in (
+        card.training_data
+    )
+    assert card.metrics["val_slices"] == 1  # validation only from the main dataset
+    assert card.training_config["extra_datasets"] == ["more"]  # no local paths
+    assert TrainConfig.load(res.config) == cfg
+    # another share is another run: a checkpoint of it is not resumed
+    assert cfg.differences(cfg.replace(dataset_weights=[1, 1])) == ["dataset_weights"]
+
+
+def test_extra_dataset_weights_must_match_the_folders(tmp_path: Path) -> None:
+    write_pairs(tmp_path / "main", n=2, size=32)
+    with pytest.raises(InputError, match="dataset_weights"):
+        _config(tmp_path / "main", extra_datasets=["x"], dataset_weights=[1.0])
+    with pytest.raises(InputError, match="extra_datasets"):
+        _config(tmp_path / "main", extra_datasets="x")
+    write_pairs(tmp_path / "L506_more", n=2, size=32)
+    cfg = _config(tmp_path / "main", extra_datasets=[str(tmp_path / "L506_more")], n_val=1)
+    with pytest.raises(InputError, match="held-out"):
+        train(cfg, out_dir=tmp_path / "run")

@@ -95,3 +95,29 @@ def test_split_pairs_holds_out_the_last_files(tmp_path: Path) -> None:
     assert split_pairs(tmp_path, n_val=0) == (files, [])
     with pytest.raises(InputError, match="too few"):
         split_pairs(tmp_path, n_val=4)
+
+
+def _drawn_files(ds: PairPatchDataset, n: int) -> np.ndarray:
+    """How often each file was drawn in samples 0..n-1 (matched by the full-size normal)."""
+    normals = [p.normal for p in ds.pairs]
+    counts = np.zeros(len(normals), int)
+    for i in range(n):
+        normal = ds[i][1][0].numpy()
+        counts[[k for k, ref in enumerate(normals) if np.array_equal(ref, normal)]] += 1
+    return counts
+
+
+def test_file_weights_set_how_often_each_file_is_drawn(tmp_path: Path) -> None:
+    files = write_pairs(tmp_path, n=3, size=32)
+    even = PairPatchDataset(files, dose=0.25, patch=32, augment=False, seed=0)
+    weighted = PairPatchDataset(
+        files, dose=0.25, patch=32, augment=False, seed=0, weights=[6.0, 0.0, 2.0]
+    )
+    counts = _drawn_files(weighted, 400)
+    assert counts[1] == 0  # weight 0: never drawn
+    assert 0.65 < counts[0] / 400 < 0.85  # 3/4 expected
+    assert np.all(_drawn_files(even, 300) > 60)  # default: all files drawn
+    with pytest.raises(InputError, match="file weights"):
+        PairPatchDataset(files, dose=0.25, patch=32, weights=[1.0, 1.0])
+    with pytest.raises(InputError, match="sum to 0"):
+        PairPatchDataset(files, dose=0.25, patch=32, weights=[0.0, 0.0, 0.0])

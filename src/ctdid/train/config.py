@@ -37,7 +37,15 @@ class TrainConfig:
     name : str
         Model name; outputs are ``<name>.safetensors``, ``<name>.card.yaml``, ...
     dataset : str
-        Pairs folder written by :func:`ctdid.train.pairs.make_pairs`.
+        Pairs folder written by :func:`ctdid.train.pairs.make_pairs` or ``ctdid simulate``; the
+        validation slices come from it.
+    extra_datasets : list of str, optional
+        More pairs folders, every slice of which is trained on (none is held out for
+        validation). Default none.
+    dataset_weights : list of float, optional
+        Share of the training patches drawn from ``dataset`` and from each of
+        ``extra_datasets``, in that order (relative; split equally over each folder's slices).
+        Default None: every training slice equally likely, whatever folder it is in.
     architecture : str, optional
         Key of :data:`ctdid.models.MODEL_FACTORIES` or a ``module:factory`` spec.
         Default ``"compact-unet"``.
@@ -100,6 +108,8 @@ class TrainConfig:
 
     name: str
     dataset: str
+    extra_datasets: list[str] = dataclasses.field(default_factory=list)
+    dataset_weights: list[float] | None = None
     architecture: str = "compact-unet"
     model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     dose: float = 0.25
@@ -223,6 +233,10 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_path(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
 def _bad(field: str, problem: str, value: Any) -> InputError:
     return InputError(f"training config field {field!r} {problem}, got {value!r}")
 
@@ -234,6 +248,22 @@ def _validate(c: TrainConfig) -> None:
             raise _bad(field, "must be a non-empty string", v)
     if any(ch in c.name for ch in "/\\") or c.name.startswith("."):
         raise _bad("name", "must be a plain file name stem", c.name)
+    if not (isinstance(c.extra_datasets, list) and all(_is_path(f) for f in c.extra_datasets)):
+        raise _bad("extra_datasets", "must be a list of folder paths", c.extra_datasets)
+    if c.dataset_weights is not None:
+        w = c.dataset_weights
+        if not (
+            isinstance(w, list)
+            and len(w) == 1 + len(c.extra_datasets)
+            and all(_is_num(v) and v >= 0 for v in w)
+            and sum(w) > 0
+        ):
+            raise _bad(
+                "dataset_weights",
+                f"must be null or {1 + len(c.extra_datasets)} numbers >= 0 (dataset, then "
+                "each of extra_datasets) with a positive sum",
+                w,
+            )
     if not isinstance(c.model_config, dict) or not all(isinstance(k, str) for k in c.model_config):
         raise _bad("model_config", "must be a mapping with string keys", c.model_config)
     if not isinstance(c.test_read, dict):

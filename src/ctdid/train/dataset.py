@@ -71,6 +71,9 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         A patch is accepted when at least this fraction of it is body. Default 0.5.
     max_tries : int, optional
         Positions tried per sample; the one with most body is kept if none qualifies.
+    weights : sequence of float, optional
+        Relative probability of drawing each file (same order). Default None: all equally
+        likely.
 
     Raises
     ------
@@ -91,6 +94,7 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         body_hu: float = -950.0,
         min_body_fraction: float = 0.5,
         max_tries: int = 20,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if isinstance(source, str | os.PathLike):
             files = list_pairs(source)
@@ -104,6 +108,14 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
             raise InputError(f"patch must be a positive integer, got {patch!r}")
         if not 0 <= min_body_fraction <= 1:
             raise InputError(f"min_body_fraction must be in [0, 1], got {min_body_fraction}")
+        self._p: NDArray[np.float64] | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (len(files),) or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise InputError(f"need {len(files)} finite file weights >= 0, got {weights!r}")
+            if w.sum() <= 0:
+                raise InputError("the file weights sum to 0: no file could be drawn")
+            self._p = w / w.sum()
         self.files = files
         self.dose = float(dose)
         self.patch = patch
@@ -139,7 +151,10 @@ class PairPatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         if index < 0:
             raise IndexError(f"sample index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, int(index)])
-        k = int(rng.integers(len(self.pairs)))
+        if self._p is None:
+            k = int(rng.integers(len(self.pairs)))
+        else:
+            k = int(rng.choice(len(self.pairs), p=self._p))
         h, w = self.pairs[k].normal.shape
         p = self.patch
         best = (-1.0, 0, 0)

@@ -38,7 +38,13 @@ from ctdid.core.adapter import HUAdapter
 from ctdid.errors import InputError, OutputExistsError
 from ctdid.train.config import TrainConfig
 from ctdid.train.dataset import PairPatchDataset, split_pairs
-from ctdid.train.pairs import SIMULATE_FORMAT, check_not_held_out, load_pair, read_dataset_info
+from ctdid.train.pairs import (
+    SIMULATE_FORMAT,
+    check_not_held_out,
+    list_pairs,
+    load_pair,
+    read_dataset_info,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -197,8 +203,6 @@ def _val_pairs(
     config: TrainConfig,
 ) -> tuple[list[Path], list[tuple[NDArray[np.float32], NDArray[np.float32]]]]:
     if config.val_files is not None:
-        from ctdid.train.pairs import list_pairs
-
         train_files = list_pairs(config.dataset)
         val_files = [Path(f) for f in config.val_files]
         resolved = {f.resolve() for f in val_files}
@@ -233,16 +237,32 @@ def _test_pair(config: TrainConfig) -> tuple[NDArray[np.float32], NDArray[np.flo
     return low2.astype(np.float32), normal2.astype(np.float32)
 
 
-def _training_data_text(info: dict[str, Any], config: TrainConfig, n_train: int) -> str:
+def _all_data_text(config: TrainConfig, infos: list[dict[str, Any]], sizes: list[int]) -> str:
+    """The card's ``training_data``: each folder's text, with its share of the patches."""
+    folders = [config.dataset, *config.extra_datasets]
+    weights = config.dataset_weights
+    parts = []
+    for i, (folder, info, n) in enumerate(zip(folders, infos, sizes, strict=True)):
+        text = _training_data_text(info, config, n, folder=folder)
+        if weights is not None:
+            text = f"{100 * weights[i] / sum(weights):.0f} % of the patches: {text}"
+        parts.append(text)
+    return " | ".join(parts)
+
+
+def _training_data_text(
+    info: dict[str, Any], config: TrainConfig, n_train: int, *, folder: str | None = None
+) -> str:
+    folder = config.dataset if folder is None else folder
     if info.get("format") == SIMULATE_FORMAT:  # a `ctdid simulate` folder: stored doses
-        return _simulate_data_text(info, config, n_train)
+        return _simulate_data_text(info, config, n_train, folder=folder)
     pairs = info.get("pairs", [])
     kinds: dict[str, int] = {}
     for rec in pairs:
         kinds[str(rec.get("kind", "?"))] = kinds.get(str(rec.get("kind", "?")), 0) + 1
     real = sorted({str(s.get("name")) for s in info.get("real_sources", [])})
     parts = [
-        f"{n_train} training slice(s) from pairs folder {Path(config.dataset).name!r} "
+        f"{n_train} training slice(s) from pairs folder {Path(folder).name!r} "
         f"(ctdid dataset, seed {info.get('seed', '?')}, base dose {info.get('base_dose', '?')})"
     ]
     if kinds:
@@ -260,14 +280,16 @@ def _training_data_text(info: dict[str, Any], config: TrainConfig, n_train: int)
     return "; ".join(parts)
 
 
-def _simulate_data_text(info: dict[str, Any], config: TrainConfig, n_train: int) -> str:
+def _simulate_data_text(
+    info: dict[str, Any], config: TrainConfig, n_train: int, *, folder: str
+) -> str:
     options = info.get("options", {})
     kinds: dict[str, int] = {}
     for rec in info.get("slices", []):
         kinds[str(rec.get("kind", "?"))] = kinds.get(str(rec.get("kind", "?")), 0) + 1
     real = sorted({str(s.get("name")) for s in options.get("real_sources", [])})
     parts = [
-        f"{n_train} training slice(s) from 'ctdid simulate' folder {Path(config.dataset).name!r} "
+        f"{n_train} training slice(s) from 'ctdid simulate' folder {Path(folder).name!r} "
         f"(seed {options.get('seed', '?')}, stored doses {options.get('doses', '?')}, "
         f"{options.get('realisations', '?')} noise realisation(s) each)"
     ]
@@ -292,13 +314,14 @@ def _portable_config(config: TrainConfig) -> dict[str, Any]:
     for key in ("dataset", "test_low", "test_normal"):
         if data[key] is not None:
             data[key] = Path(data[key]).name
+    data["extra_datasets"] = [Path(f).name for f in data["extra_datasets"]]
     if data["val_files"] is not None:
         data["val_files"] = [Path(f).name for f in data["val_files"]]
     return data
 
 
-def _kernel_text(info: dict[str, Any]) -> str | None:
-    records = info.get("pairs") or info.get("slices", [])
+def _kernel_text(infos: list[dict[str, Any]]) -> str | None:
+    records = [r for info in infos for r in (info.get("pairs") or info.get("slices", []))]
     kernels = sorted({str(r.get("kernel")) for r in records if r.get("kernel")})
     return ",".join(kernels) if kernels else None
 
@@ -431,7 +454,8 @@ def train(
         for p in finals:
             if p.exists():
                 raise OutputExistsError("exists; pass --overwrite to replace it", path=p)
-    check_not_held_out(Path(config.dataset).name, path=config.dataset)
+    for folder in (config.dataset, *config.extra_datasets):
+        check_not_held_out(Path(folder).name, path=folder)
     state = _resume_state(config, paths["checkpoint"], resume=resume, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -486,14 +510,24 @@ def _run(
     """Train (from ``state`` if given) and write the outputs: :func:`train` past its checks."""
     info = read_dataset_info(config.dataset)
     train_files, val = _val_pairs(config)
+    extras = [(folder, list_pairs(folder)) for folder in config.extra_datasets]
+    groups = [train_files] + [files for _, files in extras]
+    weights = None
+    if config.dataset_weights is not None:
+        weights = [
+            share / len(files)
+            for share, files in zip(config.dataset_weights, groups, strict=True)
+            for _ in files
+        ]
     test = _test_pair(config)
     dataset = PairPatchDataset(
-        train_files,
+        [f for files in groups for f in files],
         dose=config.dose,
         patch=config.patch,
         augment=config.augment,
         seed=config.seed,
         min_body_fraction=config.min_body_fraction,
+        weights=weights,
     )
     torch.manual_seed(config.seed)
     trainer = _Trainer.start_or_resume(config, dev, val, test, state)
@@ -504,7 +538,16 @@ def _run(
     metrics: dict[str, Any] = {}
     if end == config.iterations:
         metrics = trainer.final_metrics(paths["log"])
-        _write_outputs(trainer, paths, metrics, info, n_train=len(train_files), overwrite=overwrite)
+        infos = [info] + [read_dataset_info(folder) for folder, _ in extras]
+        sizes = [len(files) for files in groups]
+        _write_outputs(
+            trainer,
+            paths,
+            metrics,
+            data_text=_all_data_text(config, infos, sizes),
+            kernel=_kernel_text(infos),
+            overwrite=overwrite,
+        )
     return TrainResult(
         **_result_paths(paths),
         metrics=metrics,
@@ -661,9 +704,9 @@ def _write_outputs(
     trainer: _Trainer,
     paths: dict[str, Path],
     metrics: dict[str, Any],
-    info: dict[str, Any],
     *,
-    n_train: int,
+    data_text: str,
+    kernel: str | None,
     overwrite: bool,
 ) -> None:
     """Write the weights, the model card, the training curve and the config."""
@@ -689,8 +732,8 @@ def _write_outputs(
         residual=False,
         size_multiple=adapter.size_multiple,
         training_dose=config.dose,
-        kernel=_kernel_text(info),
-        training_data=_training_data_text(info, config, n_train),
+        kernel=kernel,
+        training_data=data_text,
         licence=config.licence,
         weights_sha256=sha256_file(paths["weights"]),
         metrics=metrics,
