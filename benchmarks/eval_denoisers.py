@@ -8,8 +8,15 @@ For every shipped model (or the ``--models`` given) and every test input it meas
   regions :func:`ctdid.metrics.find_flat_regions` finds on the normal-dose image, the same for
   every image, each with a plane removed as in :func:`ctdid.metrics.noise_label` (median over
   regions);
-* the same for the low-dose input itself and for total-variation denoising
-  (:func:`ctdid.metrics.baselines.tv_denoise`) tuned to the model's STD (matched noise).
+* the same for the low-dose input itself, for total-variation denoising
+  (:func:`ctdid.metrics.baselines.tv_denoise`) tuned to the model's STD (matched noise), and
+  (unless ``--no-bm3d``) for BM3D with a correlated-noise PSD
+  (:func:`ctdid.baselines.classical.bm3d_denoise`, PSD from the case's flat regions of the
+  input) whose noise factor is tuned the same way (BM3D takes several seconds per 512 x 512
+  call, so its search is kept to a few bisection steps, ``--bm3d-iter``);
+* on the real pair (any case with a normal-dose reference can be asked for), the field
+  protocol (:func:`field_metrics`): RMSE, PSNR and SSIM after clipping both images to
+  [-160, 240] HU, data range 400 HU, over the whole slice, for input, model, TV and BM3D.
 
 Test inputs, none of them used in training:
 
@@ -23,13 +30,15 @@ Test inputs, none of them used in training:
 Every model sees the quarter-dose inputs (the common input of the dose-trend check) and, on the
 phantoms, inputs at its own training dose. Checks: the models of one architecture trained at
 lower dose smooth more (STD falls from the 1/2 to the 1/16 model on every quarter-dose input),
-and the 1/4-dose model lowers the RMSE vs full dose by >= 30 % on L506.
+and the 1/4-dose model lowers the RMSE vs full dose by >= 30 % on L506; at equal noise, the
+1/4-dose model's RMSE vs full dose is at most 95 % of TV's and of BM3D's (5 % lower), on L506
+and on the mean over the simulated set (:func:`equal_noise_check`).
 
 Usage, from the checkout::
 
     .venv/bin/python benchmarks/eval_denoisers.py [--quick] [--models unet-d25 plain-d25]
         [--cache /tmp/ctdid-eval-denoisers] [--json results.json] [--markdown table.md]
-        [--update-cards] [--threads 2]
+        [--update-cards] [--threads 2] [--no-bm3d] [--bm3d-iter 6]
 
 The script is importable; its functions are tested in ``tests/test_eval_denoisers.py``.
 """
@@ -48,16 +57,17 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ctdid.baselines.classical import bm3d_denoise, estimate_noise_psd
 from ctdid.core import body_mask
 from ctdid.core.adapter import HUAdapter
 from ctdid.metrics import find_flat_regions, rmse
-from ctdid.metrics.baselines import match_noise, roi_noise_std, tv_denoise
+from ctdid.metrics.baselines import MatchedNoise, match_noise, roi_noise_std, tv_denoise
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The real test pair (held out of training).
@@ -83,6 +93,18 @@ NOISE_SEED_OFFSET = 770_000
 #: The target: this model lowers the RMSE vs full dose on L506 by at least this fraction.
 TARGET_MODEL = "unet-d25"
 TARGET_REDUCTION = 0.30
+#: The equal-noise target: the model's RMSE is at most this fraction of TV's and of BM3D's.
+TARGET_EQUAL_NOISE_RATIO = 0.95
+#: Field protocol: both images clipped to this HU window; its width is the PSNR/SSIM range.
+FIELD_WINDOW_HU = (-160.0, 240.0)
+#: BM3D at matched noise: initial bracket and limits of the noise factor, relative tolerance
+#: on the STD and most bisection steps (each step is one BM3D call).
+BM3D_FACTOR_RANGE = (0.5, 2.0)
+BM3D_FACTOR_LIMITS = (0.02, 16.0)
+BM3D_RTOL = 0.01
+BM3D_MAX_ITER = 6
+#: A baseline counts as matched when its STD is within this fraction of the model's.
+MATCH_TOLERANCE = 0.02
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ctdid-eval-denoisers"
 
 
@@ -383,9 +405,85 @@ def _std(case: Case, img: NDArray[Any]) -> float:
     return roi_noise_std(img, case.regions, detrend=case.detrend)
 
 
-def input_metrics(case: Case) -> dict[str, float | None]:
-    """RMSE (body, vs normal dose and vs truth) and flat-region STD of the input, in HU."""
+class FieldMetrics(NamedTuple):
+    """RMSE (HU), PSNR (dB) and SSIM of the field protocol (:func:`field_metrics`)."""
+
+    rmse_hu: float
+    psnr_db: float
+    ssim: float
+
+
+def field_metrics(
+    img: NDArray[Any], ref: NDArray[Any], *, window: tuple[float, float] = FIELD_WINDOW_HU
+) -> FieldMetrics:
+    """RMSE, PSNR and SSIM of an image against a reference after clipping both to a HU window.
+
+    The field's protocol for low-dose CT: both images are clipped to ``window`` (default
+    [-160, 240] HU) and compared over the whole slice, PSNR and SSIM with the window's width
+    (400 HU) as data range (:func:`skimage.metrics.peak_signal_noise_ratio`,
+    :func:`skimage.metrics.structural_similarity` with its default 7 x 7 window).
+
+    Parameters
+    ----------
+    img, ref : ndarray, shape (y, x)
+        Image and reference (normal dose) in HU, at least 7 x 7.
+    window : (float, float), optional
+        Lower and upper HU of the clipping window.
+
+    Returns
+    -------
+    FieldMetrics
+        ``(rmse_hu, psnr_db, ssim)``; ``psnr_db`` is infinite when the clipped images are
+        equal.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the images are not 2-D or the window is empty.
+
+    Examples
+    --------
+    >>> ref = np.zeros((16, 16))
+    >>> field_metrics(ref + 10.0, ref).rmse_hu
+    10.0
+    """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise ValueError(f"the window {window} is empty")
+    a = np.clip(np.asarray(img, dtype=np.float64), lo, hi)
+    b = np.clip(np.asarray(ref, dtype=np.float64), lo, hi)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"img {a.shape} and ref {b.shape} must be the same 2-D shape")
+    data_range = hi - lo
+    err = float(np.sqrt(np.mean((a - b) ** 2)))
+    psnr = math.inf if err == 0 else float(peak_signal_noise_ratio(b, a, data_range=data_range))
+    ssim = float(structural_similarity(b, a, data_range=data_range))
+    return FieldMetrics(rmse_hu=err, psnr_db=psnr, ssim=ssim)
+
+
+def _field_fields(img: NDArray[Any] | None, ref: NDArray[Any], suffix: str) -> dict[str, Any]:
+    """``field_rmse_hu<suffix>``, ``field_psnr_db<suffix>``, ``field_ssim<suffix>`` (None
+    when ``img`` is None)."""
+    fm = None if img is None else field_metrics(img, ref)
     return {
+        f"field_rmse_hu{suffix}": None if fm is None else fm.rmse_hu,
+        f"field_psnr_db{suffix}": None if fm is None else fm.psnr_db,
+        f"field_ssim{suffix}": None if fm is None else fm.ssim,
+    }
+
+
+def wants_field(case: Case) -> bool:
+    """Whether the field protocol is measured on ``case`` by default (the real pair)."""
+    return case.kind == "real"
+
+
+def input_metrics(case: Case, *, field: bool | None = None) -> dict[str, float | None]:
+    """RMSE (body, vs normal dose and vs truth) and flat-region STD of the input, in HU, and
+    (``field``, default :func:`wants_field`) the input's field-protocol metrics
+    (``field_*_input``)."""
+    out: dict[str, float | None] = {
         "rmse_input_hu": rmse(case.low, case.normal, mask=case.body),
         "rmse_truth_input_hu": (
             None if case.truth is None else rmse(case.low, case.truth, mask=case.body)
@@ -393,6 +491,49 @@ def input_metrics(case: Case) -> dict[str, float | None]:
         "std_input_hu": _std(case, case.low),
         "std_normal_hu": _std(case, case.normal),
     }
+    if wants_field(case) if field is None else field:
+        out.update(_field_fields(case.low, case.normal, "_input"))
+    return out
+
+
+def bm3d_matched(
+    case: Case, target_std: float, *, max_iter: int = BM3D_MAX_ITER, profile: str = "np"
+) -> MatchedNoise:
+    """BM3D of ``case.low`` whose flat-region STD matches ``target_std`` (HU).
+
+    The noise PSD is estimated from the case's flat regions of the input
+    (:func:`ctdid.baselines.classical.estimate_noise_psd`); the searched strength is
+    :func:`~ctdid.baselines.classical.bm3d_denoise`'s noise factor (the PSD is scaled by its
+    square; 1 is the estimated noise, larger is smoother), found by
+    :func:`ctdid.metrics.baselines.match_noise` from the bracket :data:`BM3D_FACTOR_RANGE`
+    with tolerance :data:`BM3D_RTOL` and at most ``max_iter`` bisection steps. The PSD is
+    rebuilt for the size of each image denoised (match_noise searches on a crop around the
+    regions) and kept for this call only.
+
+    Returns
+    -------
+    MatchedNoise
+        Its ``weight`` is the noise factor.
+    """
+    psds: dict[tuple[int, ...], NDArray[np.float64]] = {}
+
+    def fn(hu: NDArray[Any], *, weight: float) -> NDArray[np.float32]:
+        shape = tuple(hu.shape)
+        if shape not in psds:
+            psds[shape] = estimate_noise_psd(case.low, case.regions, shape=(shape[0], shape[1]))
+        return bm3d_denoise(hu, psd=psds[shape], factor=weight, profile=profile)
+
+    return match_noise(
+        fn,
+        case.low,
+        target_std=max(float(target_std), 1e-3),
+        roi=case.regions,
+        detrend=case.detrend,
+        weight_range=BM3D_FACTOR_RANGE,
+        weight_limits=BM3D_FACTOR_LIMITS,
+        rtol=BM3D_RTOL,
+        max_iter=max_iter,
+    )
 
 
 def evaluate_case(
@@ -402,8 +543,11 @@ def evaluate_case(
     *,
     tv_iter: int = 200,
     inputs: Mapping[str, float | None] | None = None,
+    bm3d: bool = True,
+    bm3d_iter: int = BM3D_MAX_ITER,
+    field: bool | None = None,
 ) -> dict[str, Any]:
-    """Measure one model on one case, beside the input and TV at the model's STD.
+    """Measure one model on one case, beside the input, TV and BM3D at the model's STD.
 
     Parameters
     ----------
@@ -416,17 +560,28 @@ def evaluate_case(
     tv_iter : int, optional
         Iterations of :func:`ctdid.metrics.baselines.tv_denoise`.
     inputs : mapping, optional
-        :func:`input_metrics` of ``case``, if already computed.
+        :func:`input_metrics` of ``case``, if already computed (with the same ``field``).
+    bm3d : bool, optional
+        Also run BM3D at the model's STD (:func:`bm3d_matched`); its fields are None
+        otherwise. Default true.
+    bm3d_iter : int, optional
+        Most bisection steps of the BM3D search.
+    field : bool, optional
+        Measure the field protocol (:func:`field_metrics`); default :func:`wants_field`.
 
     Returns
     -------
     dict
         One result row: ``model``, ``case``, ``kind``, ``dose``, ``training_dose``, RMSEs and
-        STDs (``*_hu``) of input, model and TV, ``tv_weight_hu``, ``tv_matched`` (STD within
-        2 %), ``rmse_reduction`` and ``rmse_reduction_tv`` (``1 - RMSE / RMSE of input``) and
-        ``seconds`` (model run time).
+        STDs (``*_hu``) of input, model, TV and BM3D, ``tv_weight_hu``, ``bm3d_factor``,
+        ``tv_matched`` and ``bm3d_matched`` (STD within 2 %), ``rmse_reduction``,
+        ``rmse_reduction_tv`` and ``rmse_reduction_bm3d`` (``1 - RMSE / RMSE of input``),
+        ``seconds`` (model run time), ``seconds_bm3d`` (the whole BM3D search) and the field
+        protocol's ``field_rmse_hu``, ``field_psnr_db``, ``field_ssim`` with ``_input``,
+        ``_tv`` and ``_bm3d`` variants (None where not measured).
     """
-    inp = dict(inputs) if inputs is not None else input_metrics(case)
+    use_field = wants_field(case) if field is None else bool(field)
+    inp = dict(inputs) if inputs is not None else input_metrics(case, field=use_field)
     t0 = time.perf_counter()
     out = denoise(model, case.low)
     seconds = time.perf_counter() - t0
@@ -439,9 +594,17 @@ def evaluate_case(
         detrend=case.detrend,
         n_iter=tv_iter,
     )
+    bm: MatchedNoise | None = None
+    seconds_bm3d = None
+    if bm3d:
+        t1 = time.perf_counter()
+        bm = bm3d_matched(case, std_model, max_iter=bm3d_iter)
+        seconds_bm3d = time.perf_counter() - t1
     rmse_model = rmse(out, case.normal, mask=case.body)
     rmse_tv = rmse(tv.image, case.normal, mask=case.body)
+    rmse_bm3d = None if bm is None else rmse(bm.image, case.normal, mask=case.body)
     rmse_in = float(inp["rmse_input_hu"] or math.nan)
+    truth = case.truth
     meta = getattr(model, "meta", {}) or {}
     row: dict[str, Any] = {
         "model": name,
@@ -456,15 +619,33 @@ def evaluate_case(
         "rmse_truth_tv_hu": (
             None if case.truth is None else rmse(tv.image, case.truth, mask=case.body)
         ),
+        "rmse_bm3d_hu": rmse_bm3d,
+        "rmse_truth_bm3d_hu": (
+            None if truth is None or bm is None else rmse(bm.image, truth, mask=case.body)
+        ),
         "std_hu": std_model,
         "std_tv_hu": tv.std,
+        "std_bm3d_hu": None if bm is None else bm.std,
         "tv_weight_hu": tv.weight,
-        "tv_matched": bool(abs(tv.std - std_model) <= 0.02 * std_model),
+        "bm3d_factor": None if bm is None else bm.weight,
+        "tv_matched": _matched(tv.std, std_model),
+        "bm3d_matched": None if bm is None else _matched(bm.std, std_model),
         "rmse_reduction": 1.0 - rmse_model / rmse_in,
         "rmse_reduction_tv": 1.0 - rmse_tv / rmse_in,
+        "rmse_reduction_bm3d": None if rmse_bm3d is None else 1.0 - rmse_bm3d / rmse_in,
         "seconds": seconds,
+        "seconds_bm3d": seconds_bm3d,
     }
+    if use_field:
+        row.update(_field_fields(out, case.normal, ""))
+        row.update(_field_fields(tv.image, case.normal, "_tv"))
+        row.update(_field_fields(None if bm is None else bm.image, case.normal, "_bm3d"))
     return row
+
+
+def _matched(std: float, target: float) -> bool:
+    """Whether a baseline's STD is within :data:`MATCH_TOLERANCE` of the model's."""
+    return bool(abs(std - target) <= MATCH_TOLERANCE * target)
 
 
 def evaluate(
@@ -473,6 +654,8 @@ def evaluate(
     *,
     common_dose: float = PAIR_DOSE,
     tv_iter: int = 200,
+    bm3d: bool = True,
+    bm3d_iter: int = BM3D_MAX_ITER,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Measure every model on every case at ``common_dose`` and, for simulated cases, at the
@@ -489,13 +672,17 @@ def evaluate(
         Dose every model is evaluated at.
     tv_iter : int, optional
         TV iterations.
+    bm3d : bool, optional
+        Also BM3D at matched noise (several seconds per 512 x 512 call). Default true.
+    bm3d_iter : int, optional
+        Most bisection steps of each BM3D search.
     log : callable, optional
         Progress messages.
 
     Returns
     -------
     list of dict
-        Rows of :func:`evaluate_case`.
+        Rows of :func:`evaluate_case` (the field protocol on the cases of :func:`wants_field`).
     """
     rows = []
     derived: dict[tuple[str, float], tuple[Case, dict[str, float | None]]] = {}
@@ -511,10 +698,13 @@ def evaluate(
                     case = base.at_dose(dose)
                     derived[key] = (case, input_metrics(case))
                 case, inp = derived[key]
-                row = evaluate_case(name, model, case, tv_iter=tv_iter, inputs=inp)
+                row = evaluate_case(
+                    name, model, case, tv_iter=tv_iter, inputs=inp, bm3d=bm3d, bm3d_iter=bm3d_iter
+                )
+                bm_text = "" if not bm3d else f", BM3D {_fmt(row['rmse_bm3d_hu'])}"
                 log(
                     f"{name:>12} on {case.name} at dose {dose:g}: RMSE {row['rmse_input_hu']:.1f}"
-                    f" -> {row['rmse_hu']:.1f} HU (TV {row['rmse_tv_hu']:.1f}), STD "
+                    f" -> {row['rmse_hu']:.1f} HU (TV {row['rmse_tv_hu']:.1f}{bm_text}), STD "
                     f"{row['std_input_hu']:.1f} -> {row['std_hu']:.1f} HU"
                 )
                 rows.append(row)
@@ -599,18 +789,97 @@ def target_check(
     }
 
 
+def _group_ratio(group: Sequence[Mapping[str, Any]], key: str, ratio: float) -> dict[str, Any]:
+    """Mean model RMSE vs the mean RMSE under ``key`` of a group of rows, and the verdict."""
+    pairs = [(float(r["rmse_hu"]), float(r[key])) for r in group if r.get(key) is not None]
+    if not pairs or len(pairs) < len(group):
+        return {"rmse_hu": None, "ratio": None, "passed": None, "matched": None}
+    base = float(np.mean([b for _, b in pairs]))
+    mean_model = float(np.mean([m for m, _ in pairs]))
+    flag = "tv_matched" if key == "rmse_tv_hu" else "bm3d_matched"
+    value = mean_model / base if base > 0 else math.inf
+    return {
+        "rmse_hu": base,
+        "ratio": value,
+        "passed": bool(mean_model <= ratio * base),
+        "matched": all(bool(r.get(flag)) for r in group),
+    }
+
+
+def equal_noise_check(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    model: str = TARGET_MODEL,
+    real_case: str = L506_CASE,
+    ratio: float = TARGET_EQUAL_NOISE_RATIO,
+    dose: float = PAIR_DOSE,
+) -> dict[str, Any]:
+    """Does ``model`` lower the RMSE vs normal dose at equal noise 5 % more than TV and BM3D?
+
+    Per group of inputs at ``dose`` (the real case; the mean over the simulated set), the
+    check passes against a baseline when ``RMSE model <= ratio * RMSE baseline`` (the means
+    over the group for the simulated set), the baseline tuned to the model's flat-region STD.
+
+    Returns
+    -------
+    dict
+        ``model``, ``ratio``, ``dose``, ``groups`` (``real_case`` and ``"simulated"``, each
+        None when not measured, else ``cases``, ``rmse_hu`` (the model's, mean) and ``tv`` and
+        ``bm3d``: ``rmse_hu``, ``ratio`` (model / baseline), ``passed`` and ``matched`` (all
+        STDs within 2 %); None where not measured) and ``passed``: False if any measured
+        comparison fails, None if one is not measured, else True.
+    """
+    mine = [r for r in rows if r["model"] == model and float(r["dose"]) == dose]
+    groups: dict[str, dict[str, Any] | None] = {}
+    for label, group in (
+        (real_case, [r for r in mine if r["case"] == real_case]),
+        ("simulated", [r for r in mine if r["kind"] == "phantom"]),
+    ):
+        if not group:
+            groups[label] = None
+            continue
+        groups[label] = {
+            "cases": [str(r["case"]) for r in group],
+            "rmse_hu": float(np.mean([float(r["rmse_hu"]) for r in group])),
+            "tv": _group_ratio(group, "rmse_tv_hu", ratio),
+            "bm3d": _group_ratio(group, "rmse_bm3d_hu", ratio),
+        }
+    verdicts = [
+        None if g is None else g[k]["passed"] for g in groups.values() for k in ("tv", "bm3d")
+    ]
+    passed = False if any(v is False for v in verdicts) else None if None in verdicts else True
+    return {"model": model, "ratio": ratio, "dose": dose, "groups": groups, "passed": passed}
+
+
+def equal_noise_models(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The models :func:`equal_noise_check` is run for by default: :data:`TARGET_MODEL` first,
+    then every other model of ``rows`` trained at :data:`PAIR_DOSE`."""
+    names = [str(r["model"]) for r in rows if r.get("training_dose") == PAIR_DOSE]
+    ordered = dict.fromkeys([TARGET_MODEL, *names] if TARGET_MODEL in names else names)
+    return list(ordered)
+
+
 _CARD_KEYS = (
     "rmse_input_hu",
     "rmse_hu",
     "rmse_tv_hu",
+    "rmse_bm3d_hu",
     "std_input_hu",
     "std_hu",
     "std_tv_hu",
+    "std_bm3d_hu",
     "rmse_reduction",
     "rmse_reduction_tv",
+    "rmse_reduction_bm3d",
     "rmse_truth_input_hu",
     "rmse_truth_hu",
     "rmse_truth_tv_hu",
+    "rmse_truth_bm3d_hu",
+    *(
+        f"field_{m}{s}"
+        for m in ("rmse_hu", "psnr_db", "ssim")
+        for s in ("_input", "", "_tv", "_bm3d")
+    ),
 )
 
 
@@ -635,7 +904,8 @@ def card_metrics(rows: Sequence[Mapping[str, Any]], model: str) -> dict[str, Any
     out: dict[str, Any] = {
         "evaluation": (
             "benchmarks/eval_denoisers.py: RMSE vs normal dose inside the body, STD in flat "
-            "regions, TV at matched STD; "
+            "regions, TV and BM3D at matched STD; field protocol (field_*) on the real pair: "
+            "both clipped to [-160, 240] HU, PSNR/SSIM with data range 400; "
             f"{datetime.date.today().isoformat()}"
         )
     }
@@ -715,14 +985,33 @@ def _dose(value: Any) -> str:
     return "-" if value is None else f"{float(value):g}"
 
 
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.0f} %"
+
+
+def _joined(m: Mapping[str, Any], keys: Sequence[str], digits: int = 1) -> str:
+    """The values of ``keys`` in ``m`` joined by " / " ("-" where missing)."""
+    return " / ".join(_fmt(None if m.get(k) is None else float(m[k]), digits) for k in keys)
+
+
+def _field_keys(metric: str) -> tuple[str, ...]:
+    return tuple(f"field_{metric}{s}" for s in ("_input", "", "_tv", "_bm3d"))
+
+
+_RMSE4 = ("rmse_input_hu", "rmse_hu", "rmse_tv_hu", "rmse_bm3d_hu")
+_STD4 = ("std_input_hu", "std_hu", "std_tv_hu", "std_bm3d_hu")
+
+
 def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Per model and test set (real pair; simulated slices per input dose, averaged) as a
-    Markdown table: RMSE vs normal dose and flat-region STD of input, model and TV at matched
-    STD, in HU."""
+    Markdown table: RMSE vs normal dose and flat-region STD of input, model, TV and BM3D at
+    matched STD, in HU, and the field protocol's PSNR (dB) and SSIM ("-" where not
+    measured)."""
     head = (
-        "| model | train dose | test set | dose | RMSE input / model / TV | "
-        "STD input / model / TV | RMSE reduction model / TV |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| model | train dose | test set | dose | RMSE input / model / TV / BM3D | "
+        "STD input / model / TV / BM3D | RMSE reduction model / TV / BM3D | "
+        "field PSNR input / model / TV / BM3D | field SSIM input / model / TV / BM3D |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -732,36 +1021,52 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 group = [r for r in mine if r["kind"] == kind and float(r["dose"]) == dose]
                 m = _mean_metrics(group)
                 label = group[0]["case"] if kind == "real" else f"simulated ({len(group)})"
+                reductions = ("rmse_reduction", "rmse_reduction_tv", "rmse_reduction_bm3d")
                 lines.append(
                     f"| {model} | {_dose(group[0]['training_dose'])} | {label} | {dose:g} "
-                    f"| {m['rmse_input_hu']:.1f} / {m['rmse_hu']:.1f} / {m['rmse_tv_hu']:.1f} "
-                    f"| {m['std_input_hu']:.1f} / {m['std_hu']:.1f} / {m['std_tv_hu']:.1f} "
-                    f"| {100 * m['rmse_reduction']:.0f} % / {100 * m['rmse_reduction_tv']:.0f} % |"
+                    f"| {_joined(m, _RMSE4)} | {_joined(m, _STD4)} "
+                    f"| {' / '.join(_pct(m.get(k)) for k in reductions)} "
+                    f"| {_joined(m, _field_keys('psnr_db'), 2)} "
+                    f"| {_joined(m, _field_keys('ssim'), 3)} |"
                 )
     return head + "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as a Markdown table (HU; reduction in %)."""
+    """The rows as a Markdown table (HU; reduction in %; field protocol: RMSE in HU, PSNR in
+    dB, SSIM; "-" where not measured)."""
     head = (
-        "| model | train dose | input | dose | RMSE input | RMSE model | RMSE TV | STD input "
-        "| STD model | STD TV | RMSE reduction model / TV |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| model | train dose | input | dose | RMSE input | RMSE model | RMSE TV | RMSE BM3D "
+        "| STD input | STD model | STD TV | STD BM3D | RMSE reduction model / TV / BM3D "
+        "| field RMSE input / model / TV / BM3D | field PSNR input / model / TV / BM3D "
+        "| field SSIM input / model / TV / BM3D |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
+        tv_note = "" if r["tv_matched"] else " (not matched)"
+        bm_note = " (not matched)" if r.get("bm3d_matched") is False else ""
+        reductions = ("rmse_reduction", "rmse_reduction_tv", "rmse_reduction_bm3d")
         lines.append(
             f"| {r['model']} | {_dose(r['training_dose'])} | {r['case']} | {r['dose']:g} "
             f"| {_fmt(r['rmse_input_hu'])} | {_fmt(r['rmse_hu'])} | {_fmt(r['rmse_tv_hu'])} "
+            f"| {_fmt(r.get('rmse_bm3d_hu'))} "
             f"| {_fmt(r['std_input_hu'])} | {_fmt(r['std_hu'])} | {_fmt(r['std_tv_hu'])}"
-            f"{'' if r['tv_matched'] else ' (not matched)'} "
-            f"| {100 * r['rmse_reduction']:.0f} % / {100 * r['rmse_reduction_tv']:.0f} % |"
+            f"{tv_note} | {_fmt(r.get('std_bm3d_hu'))}{bm_note} "
+            f"| {' / '.join(_pct(r.get(k)) for k in reductions)} "
+            f"| {_joined(r, _field_keys('rmse_hu'))} | {_joined(r, _field_keys('psnr_db'), 2)} "
+            f"| {_joined(r, _field_keys('ssim'), 3)} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
-def checks_text(trend: Mapping[str, Any], target: Mapping[str, Any]) -> str:
-    """The two checks in words (Markdown)."""
+def checks_text(
+    trend: Mapping[str, Any],
+    target: Mapping[str, Any],
+    equal_noise: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The checks in words (Markdown): dose trend, target and (if given) the equal-noise
+    target(s) of :func:`equal_noise_check` (one result or a sequence, one per model)."""
 
     def verdict(passed: bool | None) -> str:
         return {True: "PASS", False: "FAIL", None: "not measured"}[passed]
@@ -779,6 +1084,35 @@ def checks_text(trend: Mapping[str, Any], target: Mapping[str, Any]) -> str:
         f"- Target ({target['model']} lowers RMSE vs full dose on {target['case']} by >= "
         f"{100 * target['threshold']:.0f} %): {red_text}, {verdict(target['passed'])}"
     )
+    if equal_noise is None:
+        checks: Sequence[Mapping[str, Any]] = []
+    elif isinstance(equal_noise, Mapping):
+        checks = [equal_noise]
+    else:
+        checks = equal_noise
+    for check in checks:
+        lines.append(
+            f"- Target at equal noise ({check['model']} at dose {check['dose']:g}: "
+            f"RMSE vs full dose <= {100 * check['ratio']:.0f} % of TV's and of BM3D's at "
+            f"the model's STD): {verdict(check['passed'])}"
+        )
+        for label, g in check["groups"].items():
+            if g is None:
+                lines.append(f"  - {label}: not measured")
+                continue
+            parts = []
+            for key, name in (("tv", "TV"), ("bm3d", "BM3D")):
+                b = g[key]
+                if b["passed"] is None:
+                    parts.append(f"{name} not measured")
+                    continue
+                note = "" if b["matched"] else ", STD not matched"
+                parts.append(
+                    f"{name} {b['rmse_hu']:.2f} HU (model / {name} {100 * b['ratio']:.1f} %"
+                    f"{note}) {verdict(b['passed'])}"
+                )
+            where = label if len(g["cases"]) == 1 else f"{label} (mean of {len(g['cases'])})"
+            lines.append(f"  - {where}: model {g['rmse_hu']:.2f} HU; {'; '.join(parts)}")
     return "\n".join(lines) + "\n"
 
 
@@ -817,6 +1151,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tv-iter", type=int, default=200, help="TV iterations (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--bm3d",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also BM3D at matched noise (several s per 512 x 512 call; default on)",
+    )
+    p.add_argument(
+        "--equal-noise-models",
+        nargs="+",
+        default=None,
+        help=f"models the equal-noise target is checked for (default {TARGET_MODEL} and every "
+        "other evaluated model trained at dose 0.25)",
+    )
+    p.add_argument(
+        "--bm3d-iter",
+        type=int,
+        default=BM3D_MAX_ITER,
+        help=f"most bisection steps of each BM3D noise match (default {BM3D_MAX_ITER})",
+    )
     return p
 
 
@@ -841,16 +1194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if real is not None:
         cases.append(real)
     cases += simulated_cases(cache, slices=SIM_SLICES_QUICK if args.quick else SIM_SLICES)
-    rows = evaluate(models, cases, tv_iter=args.tv_iter)
+    rows = evaluate(models, cases, tv_iter=args.tv_iter, bm3d=args.bm3d, bm3d_iter=args.bm3d_iter)
     trend = dose_trend(rows, trend_order(models))
     target = target_check(rows)
+    checked = args.equal_noise_models or equal_noise_models(rows)
+    equal_noise = [equal_noise_check(rows, model=m) for m in checked]
     text = (
         "Summary (means over the simulated slices):\n\n"
         + summary_table(rows)
         + "\nEvery input:\n\n"
         + markdown_table(rows)
         + "\n"
-        + checks_text(trend, target)
+        + checks_text(trend, target, equal_noise)
     )
     print()
     print(text)
@@ -867,6 +1222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rows": rows,
             "dose_trend": trend,
             "target": target,
+            "equal_noise_target": equal_noise[0] if equal_noise else None,
+            "equal_noise_targets": equal_noise,
+            "bm3d": bool(args.bm3d),
         }
         args.json.write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
     if args.update_cards:

@@ -85,12 +85,12 @@ def case(ev: ModuleType) -> Any:
 
 
 def test_evaluate_case_measures_model_input_and_matched_tv(ev: ModuleType, case: Any) -> None:
-    ident = ev.evaluate_case("ident", _shrink_model(1.0, 0.5), case)
+    ident = ev.evaluate_case("ident", _shrink_model(1.0, 0.5), case, bm3d=False)
     assert ident["rmse_hu"] == pytest.approx(ident["rmse_input_hu"], rel=1e-4)
     assert ident["rmse_reduction"] == pytest.approx(0.0, abs=1e-4)
     assert ident["rmse_input_hu"] == pytest.approx(np.hypot(20.0, 0.0), rel=0.1)
 
-    box = ev.evaluate_case("half", _shrink_model(0.5, 0.25), case)
+    box = ev.evaluate_case("half", _shrink_model(0.5, 0.25), case, bm3d=False)
     assert box["std_input_hu"] == pytest.approx(roi_noise_std(case.low, FLAT))
     assert box["std_hu"] == pytest.approx(0.5 * box["std_input_hu"], rel=0.01)
     assert box["rmse_hu"] < box["rmse_input_hu"]
@@ -99,6 +99,134 @@ def test_evaluate_case_measures_model_input_and_matched_tv(ev: ModuleType, case:
     assert abs(box["std_tv_hu"] - box["std_hu"]) <= 0.02 * box["std_hu"]
     assert box["rmse_truth_hu"] is not None
     assert box["training_dose"] == 0.25
+    # Without BM3D its fields are there but empty; no field protocol on a phantom by default.
+    assert box["rmse_bm3d_hu"] is None and box["bm3d_matched"] is None
+    assert box["rmse_reduction_bm3d"] is None and box["seconds_bm3d"] is None
+    assert "field_psnr_db" not in box and "field_ssim_input" not in box
+
+
+def test_evaluate_case_bm3d_at_matched_noise_and_field_protocol(ev: ModuleType, case: Any) -> None:
+    row = ev.evaluate_case("half", _shrink_model(0.5, 0.25), case, field=True)
+    assert row["bm3d_matched"] is True
+    assert abs(row["std_bm3d_hu"] - row["std_hu"]) <= 0.02 * row["std_hu"]
+    assert 0 < row["bm3d_factor"] < 2
+    assert row["rmse_bm3d_hu"] < row["rmse_input_hu"]
+    assert row["rmse_reduction_bm3d"] == pytest.approx(
+        1 - row["rmse_bm3d_hu"] / row["rmse_input_hu"]
+    )
+    assert row["rmse_truth_bm3d_hu"] is not None and row["seconds_bm3d"] > 0
+    for suffix in ("_input", "", "_tv", "_bm3d"):
+        assert np.isfinite(row[f"field_rmse_hu{suffix}"])
+        assert 0 < row[f"field_ssim{suffix}"] <= 1
+    assert row["field_psnr_db"] > row["field_psnr_db_input"]
+    expected = ev.field_metrics(case.low, case.normal)
+    assert row["field_rmse_hu_input"] == pytest.approx(expected.rmse_hu)
+    table = ev.markdown_table([row])
+    assert f"{row['rmse_bm3d_hu']:.1f}" in table and "not matched" not in table
+
+
+def test_field_metrics_clips_to_the_window(ev: ModuleType) -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(-100.0, 200.0, (32, 32))
+    same = ev.field_metrics(ref, ref)
+    assert same.rmse_hu == 0 and same.ssim == pytest.approx(1.0) and same.psnr_db == np.inf
+    # A 10 HU offset inside the window: RMSE 10, PSNR 20 log10(400 / 10).
+    flat = np.zeros((32, 32))
+    off = ev.field_metrics(flat + 10.0, flat)
+    assert off.rmse_hu == pytest.approx(10.0)
+    assert off.psnr_db == pytest.approx(20 * np.log10(40.0))
+    # Outside the window both clip to its ends: 1000 HU above 240 counts as 240.
+    clipped = ev.field_metrics(flat + 1000.0, flat)
+    assert clipped.rmse_hu == pytest.approx(240.0)
+    assert clipped.psnr_db == pytest.approx(20 * np.log10(400 / 240))
+    both_high = ev.field_metrics(flat + 500.0, flat + 300.0)
+    assert both_high.rmse_hu == 0 and both_high.ssim == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same 2-D shape"):
+        ev.field_metrics(flat, flat[:16])
+
+
+def test_real_case_gets_the_field_protocol_by_default(ev: ModuleType) -> None:
+    low, normal, _ = _pair(n=128)
+    real = ev.make_case("real", "real", low=low, normal=normal, spacing=(0.7, 0.7), dose=0.25)
+    model = HUAdapter(_Shrink(0.5, n=128), meta={"training_dose": 0.25})
+    row = ev.evaluate_case("half", model, real, bm3d=False)
+    assert row["field_rmse_hu"] < row["field_rmse_hu_input"]
+    assert row["field_psnr_db"] > row["field_psnr_db_input"]
+    assert row["field_rmse_hu_bm3d"] is None and row["field_ssim_tv"] is not None
+    summary = ev.summary_table([row])
+    assert f"{row['field_psnr_db']:.2f}" in summary
+
+
+def _target_row(case: str, kind: str, model: float, tv: float, bm3d: float | None) -> dict:
+    return {
+        "model": "unet-d25",
+        "case": case,
+        "kind": kind,
+        "dose": 0.25,
+        "rmse_hu": model,
+        "rmse_tv_hu": tv,
+        "rmse_bm3d_hu": bm3d,
+        "tv_matched": True,
+        "bm3d_matched": None if bm3d is None else True,
+    }
+
+
+def test_equal_noise_target_passes_and_fails(ev: ModuleType) -> None:
+    rows = [
+        _target_row("L506", "real", 18.0, 20.0, 19.0),  # 90 % and 94.7 %
+        _target_row("abdomen-1", "phantom", 9.0, 10.0, 10.0),
+        _target_row("chest-2", "phantom", 11.0, 12.0, 12.0),  # mean 10 / 11: 90.9 %
+    ]
+    hit = ev.equal_noise_check(rows)
+    assert hit["passed"] is True
+    sim = hit["groups"]["simulated"]
+    assert sim["cases"] == ["abdomen-1", "chest-2"]
+    assert sim["tv"]["ratio"] == pytest.approx(10.0 / 11.0)
+    assert hit["groups"]["L506"]["bm3d"]["ratio"] == pytest.approx(18.0 / 19.0)
+
+    # 5 % lower than TV but only 4.8 % lower than BM3D on L506: fails.
+    close = [_target_row("L506", "real", 18.1, 20.0, 19.0), *rows[1:]]
+    miss = ev.equal_noise_check(close)
+    assert miss["passed"] is False
+    assert miss["groups"]["L506"]["tv"]["passed"] is True
+    assert miss["groups"]["L506"]["bm3d"]["passed"] is False
+    assert miss["groups"]["simulated"]["bm3d"]["passed"] is True
+
+    # No real pair, or no BM3D: not measured (unless something failed).
+    assert ev.equal_noise_check(rows[1:])["passed"] is None
+    assert ev.equal_noise_check(rows[1:])["groups"]["L506"] is None
+    no_bm3d = [_target_row(r["case"], r["kind"], r["rmse_hu"], r["rmse_tv_hu"], None) for r in rows]
+    assert ev.equal_noise_check(no_bm3d)["passed"] is None
+    assert ev.equal_noise_check(rows, model="other")["passed"] is None
+
+    trend = {"models": [], "dose": 0.25, "per_case": {}, "passed": None}
+    target = {"model": "unet-d25", "case": "L506", "threshold": 0.3, "rmse_reduction": None,
+              "passed": None}  # fmt: skip
+    text = ev.checks_text(trend, target, miss)
+    assert "Target at equal noise" in text and "95 %" in text
+    assert "L506: model 18.10 HU" in text and "model / BM3D 95.3 %" in text
+    assert "simulated (mean of 2)" in text and "FAIL" in text
+    assert "BM3D not measured" in ev.checks_text(trend, target, ev.equal_noise_check(no_bm3d))
+
+
+def test_equal_noise_checked_for_every_quarter_dose_model(ev: ModuleType) -> None:
+    rows = [
+        {**_target_row("L506", "real", 18.0, 20.0, 19.0), "training_dose": 0.25},
+        {**_target_row("L506", "real", 30.0, 20.0, 19.0), "model": "wide", "training_dose": 0.25},
+        {**_target_row("L506", "real", 9.0, 20.0, 19.0), "model": "half", "training_dose": 0.5},
+    ]
+    names = ev.equal_noise_models([rows[1], rows[0], rows[2]])
+    assert names == ["unet-d25", "wide"]  # the target model first, the 1/2-dose model not
+    checks = [ev.equal_noise_check(rows, model=m) for m in names]
+    # No simulated rows: the first is not measured as a whole, the second fails on L506.
+    assert [c["passed"] for c in checks] == [None, False]
+    assert [c["groups"]["L506"]["bm3d"]["passed"] for c in checks] == [True, False]
+    trend = {"models": [], "dose": 0.25, "per_case": {}, "passed": None}
+    target = {"model": "unet-d25", "case": "L506", "threshold": 0.3, "rmse_reduction": None,
+              "passed": None}  # fmt: skip
+    text = ev.checks_text(trend, target, checks)
+    assert text.count("Target at equal noise") == 2
+    assert "(wide at dose 0.25" in text and "L506: model 30.00 HU" in text
 
 
 def test_evaluate_runs_common_and_own_doses_and_checks(ev: ModuleType, case: Any) -> None:
@@ -108,7 +236,7 @@ def test_evaluate_runs_common_and_own_doses_and_checks(ev: ModuleType, case: Any
         "ident": _shrink_model(1.0, 0.25),
     }
     models["ident"].meta["architecture"] = "other"
-    rows = ev.evaluate(models, [case], log=lambda _: None)
+    rows = ev.evaluate(models, [case], bm3d=False, log=lambda _: None)
     seen = sorted((r["model"], r["dose"]) for r in rows)
     assert seen == [
         ("half", 0.25),
@@ -232,7 +360,7 @@ def test_stand_in_shipped_model_and_card_update(
     sha = sha256_file(weights)
     models = ev.load_models(weights_dir=stand_in_dir)
     assert list(models) == ["unet-d25"]
-    rows = ev.evaluate(models, [case], log=lambda _: None)
+    rows = ev.evaluate(models, [case], bm3d=False, log=lambda _: None)
     assert len(rows) == 1 and np.isfinite(rows[0]["rmse_hu"])
 
     (path,) = ev.update_cards(rows, ["unet-d25"], weights_dir=stand_in_dir)
@@ -274,6 +402,7 @@ def test_main_end_to_end_without_shared_data(
             "--json", str(out_json),
             "--markdown", str(out_md),
             "--update-cards",
+            "--no-bm3d",
         ]
     )  # fmt: skip
     assert status == 0
@@ -285,6 +414,12 @@ def test_main_end_to_end_without_shared_data(
     assert [r["case"] for r in doc["rows"]] == ["abdomen-9001", "chest-9101"]
     assert doc["target"]["passed"] is None
     assert doc["dose_trend"]["passed"] is None
+    assert doc["bm3d"] is False
+    groups = doc["equal_noise_target"]["groups"]
+    assert groups["L506"] is None and groups["simulated"]["bm3d"]["passed"] is None
+    assert groups["simulated"]["tv"]["passed"] is not None
+    assert doc["rows"][0]["rmse_bm3d_hu"] is None
+    assert "Target at equal noise" in printed
     assert "| unet-d25 |" in out_md.read_text()
     card = ModelCard.load(stand_in_dir / "unet-d25.card.yaml")
     assert card.metrics["simulated_dose0.25"]["cases"] == "abdomen-9001, chest-9101"
@@ -300,7 +435,8 @@ def test_card_update_keeps_training_and_bias_metrics(
         card, metrics={"val_rmse_hu": 25.7, "iteration": 6000, "soft_tissue_bias_hu": bias}
     )
     card.save(path, overwrite=True)
-    rows = ev.evaluate(ev.load_models(weights_dir=stand_in_dir), [case], log=lambda _: None)
+    models = ev.load_models(weights_dir=stand_in_dir)
+    rows = ev.evaluate(models, [case], bm3d=False, log=lambda _: None)
     (path,) = ev.update_cards(rows, ["unet-d25"], weights_dir=stand_in_dir)
     metrics = ModelCard.load(path).metrics
     assert metrics["training"]["val_rmse_hu"] == 25.7 and metrics["training"]["iteration"] == 6000
