@@ -38,7 +38,7 @@ Usage, from the checkout::
 
     .venv/bin/python benchmarks/eval_denoisers.py [--quick] [--models unet-d25 plain-d25]
         [--cache /tmp/ctdid-eval-denoisers] [--json results.json] [--markdown table.md]
-        [--update-cards] [--threads 2] [--no-bm3d] [--bm3d-iter 6]
+        [--update-cards] [--threads 2] [--no-bm3d] [--bm3d-iter 12]
 
 The script is importable; its functions are tested in ``tests/test_eval_denoisers.py``.
 """
@@ -102,7 +102,7 @@ FIELD_WINDOW_HU = (-160.0, 240.0)
 BM3D_FACTOR_RANGE = (0.5, 2.0)
 BM3D_FACTOR_LIMITS = (0.02, 16.0)
 BM3D_RTOL = 0.01
-BM3D_MAX_ITER = 6
+BM3D_MAX_ITER = 12
 #: A baseline counts as matched when its STD is within this fraction of the model's.
 MATCH_TOLERANCE = 0.02
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ctdid-eval-denoisers"
@@ -716,14 +716,16 @@ def evaluate(
 
 
 def trend_order(models: Mapping[str, torch.nn.Module]) -> list[str]:
-    """Models of the dose-trend check: the largest group sharing an architecture and with a
-    training dose, sorted from the highest to the lowest training dose."""
+    """Models of the dose-trend check: the largest group sharing an architecture and its
+    configuration (a wide U-Net is not in the compact family) and with a training dose, sorted
+    from the highest to the lowest training dose."""
     groups: dict[str, list[tuple[float, str]]] = {}
     for name, model in models.items():
         meta = getattr(model, "meta", {}) or {}
         if meta.get("training_dose") is None:
             continue
-        groups.setdefault(str(meta.get("architecture")), []).append(
+        config = json.dumps(meta.get("architecture_config") or {}, sort_keys=True)
+        groups.setdefault(f"{meta.get('architecture')} {config}", []).append(
             (float(meta["training_dose"]), name)
         )
     if not groups:

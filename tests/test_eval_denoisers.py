@@ -251,6 +251,10 @@ def test_evaluate_runs_common_and_own_doses_and_checks(ev: ModuleType, case: Any
 
     order = ev.trend_order(models)
     assert order == ["half", "quarter"]
+    # A wider model of the same architecture is not in the dose family.
+    wide = _shrink_model(0.3, 0.25)
+    wide.meta["architecture_config"] = {"base_channels": 16}
+    assert ev.trend_order({**models, "wide": wide}) == ["half", "quarter"]
     trend = ev.dose_trend(rows, order)
     assert trend["passed"] is True
     assert trend["per_case"]["disk"]["falls"]

@@ -75,3 +75,34 @@ def test_shipped_unet_output_does_not_depend_on_the_field_of_view(name: str) -> 
     inner = (slice(32, 96), slice(32, 96))
     assert abs(float(whole[centre].mean()) - 50.0) < 3.0  # whole field of view: HU kept
     assert abs(float(crop[inner].mean()) - float(whole[centre].mean())) < 1.0
+
+
+#: A training source named in a card's training_data, and the words its notes must carry
+#: (the source and its licence or terms of use).
+SOURCE_TERMS = {
+    "L067_FD": ("AAPM/Mayo", "L067"),
+    "abdomen_ct_totalseg": ("TotalSegmentator", "Apache-2.0"),
+    "cranium.mhd": ("invesalius-examples", "GPL-2"),
+    "phantom-": ("phantoms",),
+}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_names_every_training_source_and_its_licence(name: str) -> None:
+    card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
+    data, notes = card.training_data or "", card.notes or ""
+    found = [src for src in SOURCE_TERMS if src in data]
+    assert found, f"{name}: no known training source in {data[:80]!r}"
+    for src in found:
+        for term in SOURCE_TERMS[src]:
+            assert term in notes, f"{name}: trained on {src} but its notes do not say {term}"
+
+
+def test_wide_unet_is_shipped_beside_the_compact_default() -> None:
+    card = ModelCard.load(SHIPPED_WEIGHTS_DIR / "unet-wide-d25.card.yaml")
+    assert card.architecture_config["base_channels"] == 16
+    model = load_model("unet-wide-d25")
+    compact = load_model("unet-d25")
+    wide_n = sum(p.numel() for p in model.parameters())
+    assert 1e6 < wide_n < 3e6  # 1-3 M parameters (issue 15)
+    assert wide_n > 5 * sum(p.numel() for p in compact.parameters())
