@@ -78,6 +78,27 @@ def test_train_writes_weights_card_curve_config_and_log(tmp_path: Path, dataset:
         assert torch.equal(v, trained[k])
 
 
+def test_float16_storage_halves_the_file_and_loads_as_float32(
+    tmp_path: Path, dataset: Path
+) -> None:
+    cfg = _config(dataset, iterations=2, val_every=100)
+    full = train(cfg, out_dir=tmp_path / "f32")
+    half = train(cfg.replace(weights_dtype="float16"), out_dir=tmp_path / "f16")
+    a, b = load_file(str(full.weights)), load_file(str(half.weights))
+    assert {v.dtype for v in a.values()} == {torch.float32}
+    assert {v.dtype for v in b.values()} == {torch.float16}
+    assert half.weights.stat().st_size < 0.6 * full.weights.stat().st_size
+    for k in a:  # the same training, rounded once when written
+        assert torch.equal(a[k].half(), b[k]), k
+    adapter = load_model("compact-unet", weights=half.weights, card=half.card)
+    assert {p.dtype for p in adapter.net.parameters()} == {torch.float32}
+    for k, v in adapter.net.state_dict().items():
+        assert torch.equal(v, b[k].float()), k
+    assert TrainConfig.load(half.config).weights_dtype == "float16"
+    with pytest.raises(InputError, match="weights_dtype"):
+        cfg.replace(weights_dtype="bfloat16")
+
+
 def test_learning_rate_drops_at_half_and_three_quarters(tmp_path: Path, dataset: Path) -> None:
     res = train(_config(dataset, iterations=8, val_every=100), out_dir=tmp_path / "run")
     log = [json.loads(line) for line in res.log.read_text().splitlines()]

@@ -20,10 +20,15 @@ from typing import Any
 from ctdid.errors import InputError
 from ctdid.io.structured import read_structured, write_structured
 
-__all__ = ["RESUME_IGNORED_FIELDS", "TrainConfig"]
+__all__ = ["RESUME_IGNORED_FIELDS", "WEIGHTS_DTYPES", "TrainConfig"]
 
 #: Fields that may change between a run and its resumption (they do not change the result).
-RESUME_IGNORED_FIELDS = frozenset({"checkpoint_every", "val_every", "log_every", "threads"})
+RESUME_IGNORED_FIELDS = frozenset(
+    {"checkpoint_every", "val_every", "log_every", "threads", "weights_dtype"}
+)
+
+#: Storage types of the written weights (the network always computes in float32).
+WEIGHTS_DTYPES = ("float32", "float16")
 
 _SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -95,6 +100,12 @@ class TrainConfig:
         Dose fraction of ``test_low``. Default 0.25.
     threads : int, optional
         torch CPU threads (default: torch's choice).
+    weights_dtype : {"float32", "float16"}, optional
+        Storage type of the floating-point tensors of ``<name>.safetensors`` (default
+        ``"float32"``). ``"float16"`` halves the file; the weights are rounded once when written
+        (relative error <= 2**-11) and loaded back as float32, so the network still computes in
+        float32. Training and checkpoints are float32 either way; the card's training metrics
+        are of the float32 weights before rounding.
     licence : str, optional
         Licence of the weights for the card. Default ``"MIT"``.
     notes : str, optional
@@ -134,6 +145,7 @@ class TrainConfig:
     test_read: dict[str, Any] = dataclasses.field(default_factory=dict)
     test_dose: float = 0.25
     threads: int | None = None
+    weights_dtype: str = "float32"
     licence: str = "MIT"
     notes: str = ""
 
@@ -305,6 +317,8 @@ def _validate(c: TrainConfig) -> None:
         raise _bad("val_files", "must be a list of paths or null", c.val_files)
     if (c.test_low is None) != (c.test_normal is None):
         raise _bad("test_low/test_normal", "must be given together", (c.test_low, c.test_normal))
+    if c.weights_dtype not in WEIGHTS_DTYPES:
+        raise _bad("weights_dtype", f"must be one of {', '.join(WEIGHTS_DTYPES)}", c.weights_dtype)
     for field in ("licence", "notes"):
         if not isinstance(getattr(c, field), str):
             raise _bad(field, "must be a string", getattr(c, field))

@@ -716,7 +716,11 @@ def _write_outputs(
     from ctdid.models import ModelCard, sha256_file
 
     config, adapter = trainer.config, trainer.adapter
-    tensors = {k: v.detach().cpu().contiguous() for k, v in adapter.net.state_dict().items()}
+    store = getattr(torch, config.weights_dtype)
+    tensors = {
+        k: (v.to(store) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in adapter.net.state_dict().items()
+    }
     with atomic_file(paths["weights"], overwrite=overwrite) as tmp:
         save_file(
             tensors,
