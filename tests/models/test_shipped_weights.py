@@ -106,3 +106,25 @@ def test_wide_unet_is_shipped_beside_the_compact_default() -> None:
     wide_n = sum(p.numel() for p in model.parameters())
     assert 1e6 < wide_n < 3e6  # 1-3 M parameters (issue 15)
     assert wide_n > 5 * sum(p.numel() for p in compact.parameters())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_weights_are_stored_as_their_config_says_and_compute_in_float32(name: str) -> None:
+    from safetensors.torch import load_file
+
+    card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
+    stored = load_file(str(SHIPPED_WEIGHTS_DIR / f"{name}.safetensors"))
+    want = (card.training_config or {}).get("weights_dtype", "float32")
+    assert {str(v.dtype) for v in stored.values() if v.is_floating_point()} == {f"torch.{want}"}
+    assert {p.dtype for p in load_model(name).parameters()} == {torch.float32}
+
+
+def test_the_wide_dose_family_is_shipped() -> None:
+    doses = {}
+    for name in ("unet-wide-d50", "unet-wide-d25", "unet-wide-d12", "unet-wide-d06"):
+        card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
+        assert card.architecture_config == ModelCard.load(
+            SHIPPED_WEIGHTS_DIR / "unet-wide-d25.card.yaml"
+        ).architecture_config
+        doses[name] = card.training_dose
+    assert list(doses.values()) == [0.5, 0.25, 0.125, 0.0625]
