@@ -62,7 +62,10 @@ MAYO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mayo_pa
 MAYO_QD = "L506_QD_3mm_D45_slice32.raw"
 MAYO_SPACING = 0.7  # mm, approximately
 DEFAULT_MODEL = "unet-d25"
-MODES = ("faithful", "robust", "robust-whole", "robust-adam", "fast", "fast-adam")
+MODES = (
+    "faithful", "robust", "robust-previous", "robust-whole", "robust-adam",
+    "fast", "fast-previous", "fast-adam",
+)  # fmt: skip
 #: Engine options of each benchmarked mode. "robust" and "fast" are the engine's defaults:
 #: Gauss-Newton steps (Lanczos basis of at most 40 resp. 12 vectors, 0.2 resp. 0.25 of the
 #: way per iteration); for a network without image-wide normalisation both fine-tune on four
@@ -76,8 +79,13 @@ MODE_OPTIONS: dict[str, dict[str, Any]] = {
     "robust-whole": {"mode": "robust", "n_crops": 0},
     "robust-adam": {"mode": "robust", "step_control": "search", "n_crops": 0},
     "fast": {"mode": "fast"},
+    "fast-previous": {"mode": "fast", "channels_last": False},
+    "robust-previous": {"mode": "robust", "channels_last": False},
     "fast-adam": {"mode": "fast", "step_control": "adaptive"},
 }
+#: The previous implementation of a mode (the standard memory format, before
+#: ``DIDOptions.channels_last``): curve distance and speed ratio side by side (issue 16).
+PREVIOUS = {"fast": "fast-previous", "robust": "robust-previous"}
 #: Modes whose curve is compared with the robust mode's (curve distance).
 COMPARED = ("robust-whole", "robust-adam", "fast", "fast-adam")
 
@@ -320,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                 med, mx = curve_distance(stacks["robust"], stacks[other])
                 per[other]["curve_distance_hu"] = {"median": med, "max": mx}
                 per[f"speed_robust_over_{other}"] = per["robust"]["total_s"] / per[other]["total_s"]
+        for new, old in PREVIOUS.items():
+            if new in stacks and old in stacks:
+                med, mx = curve_distance(stacks[old], stacks[new])
+                per[new]["distance_to_previous_hu"] = {"median": med, "max": mx}
+                per[f"speed_{old}_over_{new}"] = per[old]["total_s"] / per[new]["total_s"]
         if "fast" in stacks and not args.no_budget:
             # The paper's optimizer without its early stop, given the fast mode's wall time:
             # how far does it get on the same model in the same time?
@@ -377,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         for other in COMPARED:
             if f"speed_robust_over_{other}" in per:
                 parts.append(f"robust/{other} {per[f'speed_robust_over_{other}']:.1f}x")
+        for new, old in PREVIOUS.items():
+            if f"speed_{old}_over_{new}" in per:
+                d = per[new]["distance_to_previous_hu"]
+                parts.append(
+                    f"{old}/{new} {per[f'speed_{old}_over_{new}']:.2f}x "
+                    f"(curve distance {d['median']:.2f} / {d['max']:.2f} HU median / max)"
+                )
         if "speed_faithful_paper_over_fast" in per:
             parts.append(f"faithful(paper U-Net)/fast {per['speed_faithful_paper_over_fast']:.1f}x")
         if parts:

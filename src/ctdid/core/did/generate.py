@@ -25,6 +25,7 @@ from ctdid.core.did.adam_experimental import AdamRule
 from ctdid.core.did.gauss_newton import GaussNewtonRule
 from ctdid.core.did.network import (
     apply_net,
+    channels_last,
     deterministic,
     state_copy,
     trainable_copy,
@@ -107,6 +108,8 @@ class _Generation:
             for _ in range(self.opts.k - 1):
                 t_low = apply_net(self.net, t_low, batch_size)
         self.t_low, self.t_high = t_low, self.xb
+        if self.opts.channels_last:  # after the bounds: the default is the model's own output
+            channels_last(self.net)
         self.timings: dict[str, float] = {"bounds": time.perf_counter() - self.start}
         weights = state_copy(self.net) if self.opts.keep_weights else None
         elapsed = time.perf_counter() - self.start
