@@ -48,3 +48,40 @@ def test_same_curve_in_both_formats(model, mode: str) -> None:
     save_file(dict(b.candidates[0].weights), "/dev/null")
     # and the caller's model is left in its own format
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+class _Flattens(torch.nn.Module):
+    """A denoiser that calls ``.view`` on a 16-channel activation (fails in channels-last)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.m = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.b = torch.nn.Conv2d(16, 1, 3, padding=1)
+        with torch.no_grad():
+            self.b.weight.mul_(0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.m(torch.relu(self.a(x / 1000.0))))
+        h = h.view(h.shape[0], -1).view(h.shape)  # needs a standard-contiguous tensor
+        return x + 1000.0 * self.b(h)
+
+
+def test_a_model_that_fails_in_channels_last_keeps_its_format() -> None:
+    torch.set_num_threads(1)
+    x = phantom(48, np.random.default_rng(3), 40.0)[1]
+    net = _Flattens().eval()
+    stack = InteractiveDenoiser(net, mode="fast", n_candidates=2).run(x)
+    fmt = stack.info["memory_format"]
+    assert fmt["channels_last"] is False and "forward fails" in fmt["why"]
+    reference = InteractiveDenoiser(net, mode="fast", n_candidates=2, channels_last=False).run(x)
+    assert reference.info["memory_format"] == {"channels_last": False}
+    for ca, cb in zip(stack.candidates, reference.candidates, strict=True):
+        np.testing.assert_array_equal(ca.image, cb.image)  # the standard format, as asked
+
+
+def test_the_stack_says_when_it_computed_channels_last(model) -> None:
+    x = phantom(N, np.random.default_rng(4), 40.0)[1]
+    stack = InteractiveDenoiser(model, mode="fast", n_candidates=2).run(x)
+    assert stack.info["memory_format"] == {"channels_last": True}

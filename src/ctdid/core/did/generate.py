@@ -108,8 +108,11 @@ class _Generation:
             for _ in range(self.opts.k - 1):
                 t_low = apply_net(self.net, t_low, batch_size)
         self.t_low, self.t_high = t_low, self.xb
+        self.layout: dict[str, Any] = {"channels_last": False}
         if self.opts.channels_last:  # after the bounds: the default is the model's own output
-            channels_last(self.net)
+            with self.det():
+                why = channels_last(self.net, self.xb[:1], self.y0[:1])
+            self.layout = {"channels_last": why is None} | ({} if why is None else {"why": why})
         self.timings: dict[str, float] = {"bounds": time.perf_counter() - self.start}
         weights = state_copy(self.net) if self.opts.keep_weights else None
         elapsed = time.perf_counter() - self.start
@@ -166,6 +169,7 @@ class _Generation:
             "train_shape": list(ts.x.shape),
             "interleave": self.opts.interleave,
             "crops": {"n": ts.n_crops, "size": ts.crop_size, "why": ts.why},
+            "memory_format": self.layout,
         }
 
     def make_direction(

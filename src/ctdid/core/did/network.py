@@ -97,20 +97,43 @@ def _channels_last_input(module: nn.Module, args: tuple[object, ...]) -> tuple[o
     return args
 
 
-def channels_last(net: nn.Module) -> nn.Module:
-    """Put ``net`` (the engine's own copy) in the channels-last memory format, in place.
+def _set_format(net: nn.Module, memory_format: torch.memory_format) -> None:
+    with torch.no_grad():
+        for t in (*net.parameters(), *net.buffers()):
+            if t.dim() == 4:  # the same parameter objects, new strides
+                t.data = t.data.contiguous(memory_format=memory_format)
+
+
+def channels_last(net: nn.Module, x: Tensor, y: Tensor, *, tol_hu: float = 0.01) -> str | None:
+    """Put ``net`` (the engine's own copy) in the channels-last memory format, if it works.
 
     Its 4-D weights are stored channels-last (the parameter objects stay the same) and a
     forward pre-hook gives every 4-D input the same format, so oneDNN or cuDNN convolutions
     need no layout conversions. Values are unchanged; sums may run in another order (outputs
-    differ by about 1e-4 HU), so the engine computes the default and ``t_low`` before.
+    differ by about 1e-4 HU), which is why the engine computes the default and ``t_low``
+    before switching. The switch is checked: ``net`` applied to ``x`` (one HU image,
+    (1, 1, H, W)) must still give ``y`` within ``tol_hu``; a network that fails or differs in
+    the new format (e.g. one that calls ``.view`` on its activations) is switched back.
+
+    Returns
+    -------
+    str or None
+        ``None`` if ``net`` now computes channels-last, else why it was left as it was.
     """
-    with torch.no_grad():
-        for t in (*net.parameters(), *net.buffers()):
-            if t.dim() == 4:  # the same parameter objects, new strides
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
-    net.register_forward_pre_hook(_channels_last_input)
-    return net
+    _set_format(net, torch.channels_last)
+    handle = net.register_forward_pre_hook(_channels_last_input)
+    why: str | None = None
+    try:
+        with torch.no_grad():
+            diff = float((model_output(net, x) - y).abs().max())
+        if not diff <= tol_hu:
+            why = f"output differs by {diff:.3g} HU in channels-last"
+    except (RuntimeError, ValueError) as exc:
+        why = f"forward fails in channels-last: {str(exc).splitlines()[0][:200]}"
+    if why is not None:
+        handle.remove()
+        _set_format(net, torch.contiguous_format)
+    return why
 
 
 def trainable_copy(

@@ -131,12 +131,15 @@ class DIDOptions:
         curve but can shorten its reach toward ``t_low`` (see ``benchmarks/RESULTS.md``).
         The faithful mode keeps every iterate (the paper).
     channels_last : bool, optional
-        Compute in the channels-last memory format (inputs and 4-D weights), which the CPU's
-        oneDNN convolutions run faster: on 2 cores about 1.2-1.4x per forward, Jacobian and
-        vector-Jacobian product (``benchmarks/bench_engine.py``). The images and weights are
-        the same; only the order of floating-point sums changes. Candidate weights are
-        handed out in the standard format. Default ``None``: on in the robust and fast modes,
-        off in the faithful mode (the paper's arithmetic, unchanged).
+        Fine-tune and render in the channels-last memory format (inputs and 4-D weights),
+        which oneDNN's CPU convolutions run faster: a fast-mode curve 1.1-1.35x on 2 cores
+        (``benchmarks/bench_engine.py``; not measured on a GPU). Only the order of
+        floating-point sums changes (curves within 0.01 HU median). The default and ``t_low``
+        are computed first, in the model's own format; a model that fails or gives another
+        output in channels-last is left as it is (the stack's ``info["memory_format"]`` says
+        which and why). Candidate weights are handed out in the standard format. Default
+        ``None``: on in the robust and fast modes, off in the faithful mode (the paper's
+        arithmetic, unchanged).
 
     Raises
     ------
