@@ -123,8 +123,9 @@ def test_the_wide_dose_family_is_shipped() -> None:
     doses = {}
     for name in ("unet-wide-d50", "unet-wide-d25", "unet-wide-d12", "unet-wide-d06"):
         card = ModelCard.load(SHIPPED_WEIGHTS_DIR / f"{name}.card.yaml")
-        assert card.architecture_config == ModelCard.load(
-            SHIPPED_WEIGHTS_DIR / "unet-wide-d25.card.yaml"
-        ).architecture_config
+        assert (
+            card.architecture_config
+            == ModelCard.load(SHIPPED_WEIGHTS_DIR / "unet-wide-d25.card.yaml").architecture_config
+        )
         doses[name] = card.training_dose
     assert list(doses.values()) == [0.5, 0.25, 0.125, 0.0625]
