@@ -903,10 +903,15 @@ def card_metrics(rows: Sequence[Mapping[str, Any]], model: str) -> dict[str, Any
     ``evaluation`` (how and when).
     """
     mine = [r for r in rows if r["model"] == model]
+    baselines = (
+        "TV and BM3D"
+        if any(r.get("rmse_bm3d_hu") is not None for r in mine)
+        else "TV (BM3D not run)"
+    )
     out: dict[str, Any] = {
         "evaluation": (
             "benchmarks/eval_denoisers.py: RMSE vs normal dose inside the body, STD in flat "
-            "regions, TV and BM3D at matched STD; field protocol (field_*) on the real pair: "
+            f"regions, {baselines} at matched STD; field protocol (field_*) on the real pair: "
             "both clipped to [-160, 240] HU, PSNR/SSIM with data range 400; "
             f"{datetime.date.today().isoformat()}"
         )

@@ -112,7 +112,9 @@ class _Generation:
         if self.opts.channels_last:  # after the bounds: the default is the model's own output
             with self.det():
                 why = channels_last(self.net, self.xb[:1], self.y0[:1])
-            self.layout = {"channels_last": why is None} | ({} if why is None else {"why": why})
+            self.layout = (
+                {"channels_last": True} if why is None else {"channels_last": False, "why": why}
+            )
         self.timings: dict[str, float] = {"bounds": time.perf_counter() - self.start}
         weights = state_copy(self.net) if self.opts.keep_weights else None
         elapsed = time.perf_counter() - self.start
