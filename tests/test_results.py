@@ -67,3 +67,39 @@ def test_shape_mismatch_and_broken_folders(tmp_path: Path) -> None:
     (tmp_path / "r" / "run.json").write_text("{broken")
     with pytest.raises(InputError, match="unreadable"):
         ResultReader(tmp_path / "r")
+
+
+def test_rendering_candidates_listed_until_committed(tmp_path: Path) -> None:
+    import torch
+
+    from ctdid.results import CandidateRecord
+
+    w = _writer(tmp_path / "r")
+    rel = w.save_weights(0, {"w": torch.ones(3)})
+    rec = CandidateRecord(id=0, direction="default", strength=0.0, step=0, progress=0.0,
+                          elapsed_s=0.1, weights=rel)  # fmt: skip
+    w.list_rendering(rec)
+    r = ResultReader(tmp_path / "r")
+    assert list(r.rendering) == [0] and r.records == {}
+    assert torch.equal(r.candidate_weights(0)["w"], torch.ones(3))
+    with pytest.raises(ValueError, match="no saved weights"):
+        missing = "candidates/c001.weights.safetensors"
+        w.list_rendering(CandidateRecord(id=1, direction="low", strength=0.2, step=3,
+                                         progress=0.2, elapsed_s=0.2, weights=missing))  # fmt: skip
+    part = w.open_partial("c000.npy")
+    part[:] = 5.0
+    part.flush()
+    del part
+    w.commit(0, direction="default", strength=0.0, step=0, progress=0.0, elapsed_s=1.0,
+             weights=rel)  # fmt: skip
+    r.refresh()
+    assert r.rendering == {} and list(r.records) == [0]
+    with pytest.raises(ValueError, match="already listed"):
+        w.list_rendering(rec)
+    rel1 = w.save_weights(1, {"w": torch.zeros(3)})
+    w.list_rendering(CandidateRecord(id=1, direction="low", strength=0.2, step=3, progress=0.2,
+                                     elapsed_s=0.2, weights=rel1))  # fmt: skip
+    w.finish(status="failed")  # a failed run keeps what can still be rendered
+    assert list(ResultReader(tmp_path / "r").rendering) == [1]
+    w.finish(status="done")
+    assert ResultReader(tmp_path / "r").rendering == {}

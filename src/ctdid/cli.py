@@ -461,7 +461,7 @@ def _run_and_view(
     def start_viewer() -> None:
         from ctdid.viewer import serve_in_thread
 
-        url = stack.enter_context(serve_in_thread(out))
+        url = stack.enter_context(serve_in_thread(out, model=net))
         err_console.print(f"ctdid viewer at {url} (candidates appear as they are made)")
         webbrowser.open(url)
 

@@ -38,6 +38,12 @@ labels. While running, candidates arrive out of order (both directions grow from
 files are listed, so a reader never sees a half-written volume. Previews are never listed
 under ``candidates`` nor in ``order``: a finished run with previews equals one without, except
 that ``run.json`` records ``previews_shown`` (how many there were and when they were ready).
+
+While a volume's shared trajectory runs, ``run.json`` also lists under ``rendering`` the
+candidates whose weights are saved but whose volume is not complete yet (the default at once,
+each fine-tuned candidate as it is made; strength and progress measured on the training
+slices). A viewer renders their slices on demand from the weights; each leaves ``rendering``
+when its volume is listed under ``candidates``, and a finished run lists none.
 """
 
 from __future__ import annotations
@@ -209,6 +215,8 @@ class ResultWriter:
         (self.folder / "candidates").mkdir(exist_ok=True)
         self.records: list[CandidateRecord] = []
         self.previews: list[CandidateRecord] = []
+        #: Candidates with saved weights whose volume is not listed yet (shared trajectory).
+        self.rendering: list[CandidateRecord] = []
         self._preview_ids = 0
         if (overwrite or resume) and (self.folder / _PREVIEWS).is_dir():
             shutil.rmtree(self.folder / _PREVIEWS)  # an interrupted run's previews are stale
@@ -328,6 +336,21 @@ class ResultWriter:
 
     # -- volumes written slice by slice, weights and the resume state
 
+    def list_rendering(self, rec: CandidateRecord) -> None:
+        """List a candidate whose weights are saved and whose volume is still being made.
+
+        ``rec.weights`` must name its saved weights file and ``rec.id`` must not be listed
+        under ``candidates`` yet; a record of the same id is replaced. :meth:`commit` of that
+        id unlists it. A viewer renders its slices on demand from the weights.
+        """
+        if rec.weights is None or not (self.folder / rec.weights).is_file():
+            raise ValueError(f"candidate {rec.id} has no saved weights file")
+        if rec.preview or any(r.id == rec.id for r in self.records):
+            raise ValueError(f"candidate {rec.id} is a preview or already listed")
+        self.rendering = sorted([r for r in self.rendering if r.id != rec.id] + [rec],
+                                key=lambda r: r.id)  # fmt: skip
+        self._write_json()
+
     def partial_file(self, name: str) -> Path:
         """Path of a volume being filled (``partial/<name>``); see :meth:`open_partial`."""
         return self.folder / _PARTIAL / name
@@ -408,6 +431,7 @@ class ResultWriter:
         elif self.stored_file(record_id) is None:
             raise ValueError(f"candidate {record_id} has no image (no {partial.name})")
         self.records.append(rec)
+        self.rendering = [r for r in self.rendering if r.id != record_id]
         self._write_json()
         return rec
 
@@ -452,11 +476,14 @@ class ResultWriter:
     def finish(self, *, status: str = "done", **extra: Any) -> None:
         """Mark the run finished (or failed) and add final entries to ``run.json``.
 
-        A finished run (``status="done"``) drops its ``partial/`` folder; any run drops the
-        previews still listed.
+        A finished run (``status="done"``) drops its ``partial/`` folder and lists no
+        ``rendering`` candidates; any run drops the previews still listed (a failed one keeps
+        ``rendering``: those weights are saved and can still be rendered).
         """
         self.status = status
         self.extra.update(extra)
+        if status == "done":
+            self.rendering = []
         gone, self.previews = self.previews, []
         if status == "done" and (self.folder / _PARTIAL).is_dir():
             shutil.rmtree(self.folder / _PARTIAL)
@@ -484,6 +511,8 @@ class ResultWriter:
         }
         if self.previews:
             doc["previews"] = [r.to_json() for r in self.previews]
+        if self.rendering:
+            doc["rendering"] = [r.to_json() for r in self.rendering]
         with atomic_file(self.folder / "run.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, default=_json_default))
 
@@ -533,6 +562,12 @@ class ResultReader:
         self.records = {r.id: r for r in _records_from_doc(doc)}
         #: Previews listed now (a running single-slice DID run with previews), by id.
         self.previews = {r.id: r for r in _records_from_doc(doc, "previews")}
+        #: Candidates whose weights are saved and whose volume is not listed yet, by id.
+        self.rendering = {
+            r.id: r
+            for r in _records_from_doc(doc, "rendering")
+            if r.id not in self.records and r.weights is not None
+        }
 
     @property
     def status(self) -> str:
@@ -586,7 +621,7 @@ class ResultReader:
         return self._load(self.previews[record_id].file, mmap)
 
     def candidate_weights(self, record_id: int) -> dict[str, Any]:
-        """The state dict (name -> CPU tensor) that made a candidate.
+        """The state dict (name -> CPU tensor) that made a candidate (listed or rendering).
 
         Load it into the run's model (``model.load_state_dict(...)``) or apply it to other
         images with :meth:`ctdid.core.InteractiveDenoiser.apply`.
@@ -599,7 +634,7 @@ class ResultReader:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        rec = self.records.get(record_id)
+        rec = self.records.get(record_id) or self.rendering.get(record_id)
         if rec is None:
             raise InputError(f"no candidate {record_id}", path=self.folder)
         if rec.weights is None:

@@ -20,6 +20,7 @@ from ctdid.errors import InputError, OutputExistsError
 from ctdid.results import ResultReader, ResultWriter
 from ctdid.runner import RunProgress, run_did
 from ctdid.volume import CTVolume
+from tiny_run_model import disk_volume
 
 torch.set_num_threads(1)
 
@@ -47,15 +48,7 @@ def make_model(seed: int = 0) -> HUAdapter:
 
 
 def make_volume(z: int = Z, seed: int = 0) -> CTVolume:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:N, :N] - (N - 1) / 2
-    slices = []
-    for i in range(z):
-        img = np.full((N, N), -1000.0, np.float32)
-        img[yy**2 + xx**2 < (0.42 * N) ** 2] = 40.0
-        img[(yy + 6) ** 2 + (xx - 5 + i) ** 2 < 20] = 400.0
-        slices.append(img + rng.normal(0.0, 30.0, img.shape).astype(np.float32))
-    return CTVolume(np.stack(slices).astype(np.float32), spacing=(2.0, 0.8, 0.8))
+    return disk_volume(N, z, seed=seed)
 
 
 class Counter:
@@ -197,11 +190,48 @@ def test_saved_weights_reproduce_candidates(reference: dict[str, Any]) -> None:
     assert size < 4096  # 41 parameters
 
 
+def test_rendering_candidates_listed_before_their_volumes(
+    reference: dict[str, Any], tmp_path: Path
+) -> None:
+    """The default's and each fine-tuned candidate's weights are listed under ``rendering``
+    before any volume is rendered; they are the weights of the final candidates."""
+    folder = tmp_path / "r"
+    seen: list[tuple[str, list[int], list[int]]] = []
+
+    def progress(p: RunProgress) -> None:
+        if p.stage not in ("rendering", "render", "candidate"):
+            return
+        reader = ResultReader(folder)
+        for rec in reader.rendering.values():
+            assert rec.weights is not None and (folder / rec.weights).is_file()
+            assert rec.id not in reader.records
+        seen.append((p.stage, sorted(reader.rendering), sorted(reader.records)))
+
+    run_did(make_volume(), make_model(), out_dir=folder, progress=progress, **OPTS)
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "rendering" and seen[0][1] == [0]  # the default, before anything
+    first_render = stages.index("render")
+    n_made = len(ResultReader(folder).records)
+    # every candidate listed (as rendering) before the first slice batch is rendered
+    assert seen[first_render][1] == list(range(n_made)) and seen[first_render][2] == []
+    assert "rendering" not in stages[first_render:]
+    # listed candidates leave 'rendering' one by one, and a finished run lists none
+    for _, rendering, records in seen:
+        assert not set(rendering) & set(records)
+    final = ResultReader(folder)
+    assert final.rendering == {} and "rendering" not in final.doc
+    ref = ResultReader(reference["folder"])
+    for cid in final.records:
+        mine, theirs = final.candidate_weights(cid), ref.candidate_weights(cid)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
 @pytest.mark.parametrize(
     ("stage", "after", "runs"),
     [
-        ("render", 2, 1),  # inside the default volume (3 batches), before the fine-tuning
+        ("rendering", 1, 1),  # the default's weights listed, before the fine-tuning
         ("finetune", 2, 1),  # inside the fine-tuning: run again from the start
+        ("render", 2, 0),  # inside the default volume (3 batches), after the fine-tuning
         ("render", 7, 0),  # inside the second candidate volume: saved weights reused
         ("candidate", 3, 0),  # right after a candidate was listed
         ("finishing", 1, 0),  # every candidate done

@@ -54,11 +54,11 @@ def open_page(browser: Any) -> Iterator[Any]:
     pages: list[Any] = []
     errors: list[str] = []
 
-    def _open(folder: Path, *, wait_all: bool = True) -> Any:
+    def _open(folder: Path, *, wait_all: bool = True, model: Any = None) -> Any:
         ctx = browser.new_context(viewport={"width": 1200, "height": 800})
         page = ctx.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))
-        server = serve_in_thread(folder)
+        server = serve_in_thread(folder, model=model)
         url = server.__enter__()
         pages.append((ctx, server))
         page.goto(url)
@@ -375,3 +375,73 @@ def test_previews_shown_labelled_then_followed_when_replaced(
     page.wait_for_function("window.ctdidViewer.allCached()", timeout=5000)
     assert page.evaluate("window.ctdidViewer.state.errors") == []
     assert "slice" not in page.inner_text("#pick-status")  # no failed request was shown
+
+
+def test_on_demand_candidates_shown_while_the_volume_is_rendered(
+    open_page: Any, tmp_path: Path
+) -> None:
+    """A long scan: candidates are browsed (rendered on demand from their weights) before
+    their volumes exist, cannot be picked yet, and become stored candidates when done."""
+    import threading
+
+    from on_demand_factory import OPTS, TinyHU, disk_volume
+
+    from ctdid.core import InteractiveDenoiser
+    from ctdid.runner import RunProgress, run_did
+
+    folder = tmp_path / "scan"
+    vol = disk_volume(n=64, z=5)
+    reached, go_on = threading.Event(), threading.Event()
+
+    def hold(p: RunProgress) -> None:  # the run waits before its first volume batch
+        if p.stage == "render" and not reached.is_set():
+            reached.set()
+            go_on.wait(120)
+
+    run = threading.Thread(
+        target=run_did, args=(vol, TinyHU()), kwargs={"out_dir": folder, "progress": hold, **OPTS}
+    )
+    run.start()
+    try:
+        assert reached.wait(120)
+        page = _browse_on_demand(open_page, folder, vol, InteractiveDenoiser(TinyHU()), TinyHU())
+    finally:
+        go_on.set()
+        run.join(120)
+    n = len(ResultReader(folder).records)
+    page.wait_for_function(
+        "document.getElementById('run-status').textContent.startsWith('done')", timeout=10000
+    )
+    assert f"done · {n} candidates" == page.inner_text("#run-status")
+    assert page.get_attribute("#cand-index", "data-rendering") == ""
+    assert "rendered on demand" not in page.inner_text("#cand-info")
+    page.click("#btn-pick")
+    page.wait_for_function("document.getElementById('picks').textContent.includes('liver')")
+
+
+def _browse_on_demand(open_page: Any, folder: Path, vol: Any, engine: Any, model: Any) -> Any:
+    """The page of a run held before its volumes: every candidate rendered on demand."""
+    reader = ResultReader(folder)
+    n = len(reader.rendering)
+    assert n >= 3 and reader.records == {}
+    page = open_page(folder, model=model)
+    assert f"running · 0 candidates so far + {n} rendered on demand" in page.inner_text(
+        "#run-status"
+    )
+    assert page.get_attribute("#cand-slider", "max") == str(n - 1)
+    assert current_id(page) == 0  # the default, before any volume exists
+    assert page.get_attribute("#cand-index", "data-rendering") == "true"
+    assert "rendered on demand" in page.inner_text("#cand-info")
+    z = int(page.evaluate("window.ctdidViewer.state.z"))
+    order = page.evaluate("window.ctdidViewer.state.order")
+    for i in (0, n - 1):  # the two ends of the curve, rendered on demand for slice z
+        page.evaluate(f"window.ctdidViewer.setIndex({i}, false)")
+        page.wait_for_function("window.ctdidViewer.allCached()", timeout=10000)
+        weights = reader.candidate_weights(order[i])
+        want = engine.apply(np.array(vol.hu[z]), weights=weights, batch_size=1)
+        assert np.array_equal(canvas_grey(page), window_to_uint8(slice_int16(want), -160, 240))
+    page.fill("#task", "liver")
+    page.click("#btn-pick")
+    assert "once the volume is complete" in page.inner_text("#pick-status")
+    assert not (folder / "picks.json").exists()
+    return page

@@ -22,6 +22,7 @@ from ctdid.models.loading import (
     build_model,
     load_model,
     load_state_dict_file,
+    state_dict_sha256,
 )
 from ctdid.models.plain import PlainNet
 from ctdid.models.unet import CompactUNet, PaperUNet, SafeInstanceNorm2d, UNet, count_parameters
@@ -43,4 +44,5 @@ __all__ = [
     "load_model",
     "load_state_dict_file",
     "sha256_file",
+    "state_dict_sha256",
 ]

@@ -201,6 +201,20 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return _unwrap_state_dict(obj, path=p)
 
 
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 of a module's state dict: each name, dtype and C-order bytes, by name.
+
+    ``run.json`` records it (``model.state_dict_sha256``) so that a resume or the viewer's
+    on-demand rendering can check that a loaded model is the run's.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def load_model(
     spec: str | os.PathLike[str] | nn.Module,
     *,

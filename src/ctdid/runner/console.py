@@ -71,8 +71,9 @@ def run_with_progress(
     fine-tuning (candidates' weights made), one for the slices rendered over all candidate
     volumes, or, per slice, one for the slices finished.
 
-    ``on_first_candidate`` is called once, when the first candidate (or preview) is in the
-    result folder (``ctdid run --view`` starts the viewer there, so candidates appear as
+    ``on_first_candidate`` is called once, when the first candidate (or preview, or, for a
+    volume's shared trajectory, the default's weights: rendered on demand) is in the result
+    folder (``ctdid run --view`` starts the viewer there, so candidates appear as
     they are made).
     """
     first = [on_first_candidate]
@@ -108,7 +109,13 @@ def run_with_progress(
                 bar.update(task, description="done", completed=p.done, total=p.done)
             # (a resumed run may have every candidate already: then at the end)
             hook = first[0]
-            if hook is not None and p.stage in ("candidate", "preview", "finishing", "done"):
+            if hook is not None and p.stage in (
+                "candidate",
+                "preview",
+                "rendering",
+                "finishing",
+                "done",
+            ):
                 first[0] = None
                 hook()
 

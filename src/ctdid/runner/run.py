@@ -19,9 +19,11 @@ Reading the scan and loading the model happen before (``ctdid run``:
 Volumes (z > 1) are streamed with bounded memory and can be resumed:
 
 * shared trajectory: the engine fine-tunes on a few evenly spaced slices only; every
-  candidate's weights are saved (``candidates/cNNN.weights.safetensors``), then each candidate
-  volume is rendered slice batch by slice batch into a memory-mapped file, so at most one
-  batch of slices per candidate is in memory;
+  candidate's weights are saved (``candidates/cNNN.weights.safetensors``) and listed under
+  ``rendering`` in ``run.json`` as it is made (the default's first), so the viewer renders
+  any slice of it on demand; then the default and each candidate volume are rendered slice
+  batch by slice batch into a memory-mapped file, so at most one batch of slices per
+  candidate is in memory;
 * per-slice trajectories: each slice's candidates, interpolated at a strength grid fixed
   before the first slice, go to disk as soon as that slice is done;
 * ``resume.json`` records the finished units (slice batches, slices, the fine-tuning) after
@@ -70,7 +72,7 @@ def _versions() -> dict[str, str]:
 
 
 def _model_description(model: nn.Module, model_info: Mapping[str, Any] | None) -> dict[str, Any]:
-    import torch
+    from ctdid.models import state_dict_sha256
 
     meta = getattr(model, "meta", None)
     card = dict(meta) if isinstance(meta, Mapping) else {}
@@ -82,12 +84,7 @@ def _model_description(model: nn.Module, model_info: Mapping[str, Any] | None) -
         "hu_offset": getattr(model, "hu_offset", None),
         "hu_scale": getattr(model, "hu_scale", None),
     }
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
-    info["state_dict_sha256"] = digest.hexdigest()
+    info["state_dict_sha256"] = state_dict_sha256(model)
     if card:
         info["card"] = card
     for key, value in (model_info or {}).items():

@@ -17,10 +17,13 @@ class RunProgress:
 
     Attributes
     ----------
-    stage : {"candidate", "preview", "finetune", "render", "slice", "finishing", "done"}
+    stage : {"candidate", "preview", "rendering", "finetune", "render", "slice", "finishing", \
+             "done"}
         ``"candidate"``: a candidate was just stored (``record``); ``"preview"``: a preview
         was stored (``record``, ``record.preview``; ``done`` of ``total`` previews, listed in
-        ``run.json`` with the last one); ``"finetune"``: the
+        ``run.json`` with the last one); ``"rendering"``: a volume's shared trajectory listed
+        one more candidate under ``rendering`` (``record``; its weights are saved, a viewer
+        renders its slices on demand; ``done`` counts those listed); ``"finetune"``: the
         shared trajectory of a volume made one more candidate's weights; ``"render"``: one
         more batch of slices of a candidate volume was written; ``"slice"``: per-slice mode
         finished one more slice; ``"finishing"``: figures, pick and exports are being

@@ -2,9 +2,10 @@
 
 * :func:`run_single` -- one slice (or a volume the engine holds at once): every candidate is
   stored as the engine makes it;
-* :func:`run_volume_shared` -- a volume with one shared trajectory: the default rendered,
-  the weights fine-tuned on a few slices (each candidate's weights saved), then each
-  candidate volume rendered batch by batch (bounded memory, resumable);
+* :func:`run_volume_shared` -- a volume with one shared trajectory: the weights fine-tuned
+  on a few slices (each candidate's weights saved and listed under ``rendering`` as made, so
+  a viewer renders any slice of it on demand), then the default and each candidate volume
+  rendered batch by batch (bounded memory, resumable);
 * :func:`run_per_slice` -- a volume with one trajectory per slice, each slice's candidates
   interpolated at a fixed strength grid and written when the slice is done (resumable).
 
@@ -79,7 +80,12 @@ def run_single(
 def run_volume_shared(
     stream: CandidateStream, engine: Any, total: int | None, *, train_slices: int
 ) -> dict[str, Any]:
-    """Shared trajectory of a volume: default, fine-tuning, then candidate volumes."""
+    """Shared trajectory of a volume: fine-tuning, then the default and candidate volumes.
+
+    The default's weights are saved and listed under ``rendering`` first, each fine-tuned
+    candidate's as it is made: a viewer shows any slice of them on demand long before
+    their volumes are complete (rendered after the fine-tuning, in id order).
+    """
     from ctdid.core import body_mask
 
     hu, z = stream.volume.hu, stream.volume.shape[0]
@@ -102,10 +108,20 @@ def run_volume_shared(
         mask = np.ones_like(mask)
     stream.rendered_slices = sum(int(v) for v in st["rendered"].values())
     stream.render_total = None if total is None else z * total
-    _render_default(stream, engine, total)
+    writer = stream.writer
+    if not writer.records:  # the default is renderable on demand at once
+        rel = writer.save_weights(0, engine.model.state_dict())
+        _list_rendering(stream, 0, "default", 0.0, 0, rel)
     ft = st.get("finetune")
     if ft is None:
         ft = _finetune(stream, engine, total, idx, mask)
+    else:  # resumed: the weights made are renderable again
+        for entry in ft["candidates"]:
+            if int(entry["id"]) >= len(writer.records):
+                _list_rendering(stream, int(entry["id"]), str(entry["direction"]),
+                                float(entry.get("strength", 0.0)), int(entry["step"]),
+                                str(entry["weights"]))  # fmt: skip
+    _render_default(stream, engine, total)
     _render_candidates(stream, engine, ft["candidates"], mask)
     out = dict(ft["engine"])
     raws = st["progress_raw"]
@@ -119,8 +135,22 @@ def run_volume_shared(
     return out
 
 
+def _list_rendering(
+    stream: CandidateStream, cid: int, direction: str, strength: float, step: int, weights: str
+) -> None:
+    """List candidate ``cid`` under ``rendering``: its weights are saved, its volume is not."""
+    from ctdid.results import CandidateRecord
+
+    rec = CandidateRecord(
+        id=cid, direction=direction, strength=strength, step=step, progress=abs(strength),
+        elapsed_s=time.perf_counter() - stream.start, weights=weights,
+    )  # fmt: skip
+    stream.writer.list_rendering(rec)
+    stream.emit("rendering", len(stream.writer.rendering), None, rec)
+
+
 def _render_default(stream: CandidateStream, engine: Any, total: int | None) -> None:
-    """Step 1: the default, the pretrained model on every slice (and t_low, for progress)."""
+    """The default, the pretrained model on every slice (and t_low, for progress)."""
     writer = stream.writer
     if writer.records:
         return
@@ -139,7 +169,11 @@ def _finetune(
     idx: NDArray[np.int_],
     mask: NDArray[np.bool_],
 ) -> dict[str, Any]:
-    """Step 2: fine-tune on the training slices; every candidate's weights saved as made."""
+    """Fine-tune on the training slices; every candidate's weights saved and listed as made.
+
+    Each is listed under ``rendering`` (strength measured on the training slices) so that a
+    viewer renders it on demand before its volume exists.
+    """
     writer, hu = stream.writer, stream.volume.hu
     made: list[dict[str, Any]] = []
     expected = None if total is None else total - 1
@@ -149,7 +183,12 @@ def _finetune(
             return
         cid = len(made) + 1
         rel = writer.save_weights(cid, c.weights)
-        made.append({"id": cid, "direction": c.direction, "step": c.step, "weights": rel})
+        strength = float(c.strength)
+        made.append(
+            {"id": cid, "direction": c.direction, "step": c.step, "weights": rel,
+             "strength": strength}
+        )  # fmt: skip
+        _list_rendering(stream, cid, str(c.direction), strength, int(c.step), rel)
         stream.emit("finetune", len(made), None if expected is None else max(expected, cid))
 
     t_ft = time.perf_counter()
@@ -175,7 +214,7 @@ def _render_candidates(
     made: list[dict[str, Any]],
     mask: NDArray[np.bool_],
 ) -> None:
-    """Step 3: candidate volumes, in the order they were made, batch by batch."""
+    """Candidate volumes, in the order they were made, batch by batch."""
     from safetensors.torch import load_file
 
     writer = stream.writer

@@ -12,6 +12,14 @@ which no candidate id (digits only) can take; ``/api/result`` gives each listed 
 that DID has replaced is answered 404. Previews cannot be picked or exported (409): they are
 transient and their files are deleted when DID's candidates replace them.
 
+Candidates of a volume's shared trajectory that are listed under ``rendering`` (weights saved,
+volume not complete yet) are served under their id too: each slice asked for is rendered on
+demand from the weights with the run's model (:class:`ctdid.viewer.ondemand.OnDemandRenderer`,
+header ``X-Rendered: on-demand``) and cached; once the volume is listed, slices come from disk.
+``/api/result`` lists them under ``rendering`` (and in ``view_order``) when the model is at
+hand, and says under ``on_demand`` whether it is and why not. They cannot be picked or
+exported until their volume is complete (409).
+
 Security: bound to 127.0.0.1 by default, with a Host-header check against DNS rebinding. Binding
 to another address needs ``allow_remote=True`` and then every request must carry a random token
 (``?token=`` in the page address, ``X-CTDID-Token`` on API calls); anything else is answered
@@ -51,6 +59,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ctdid.errors import CTDIDError, InputError
 from ctdid.io.atomic import atomic_file
 from ctdid.results import CandidateRecord, ResultReader
+from ctdid.viewer.ondemand import OnDemandRenderer
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -226,13 +235,20 @@ def preview_key(record_id: int) -> str:
     return f"p{int(record_id)}"
 
 
-def view_order(reader: ResultReader) -> list[int | str]:
+def view_order(reader: ResultReader, *, rendering: bool = False) -> list[int | str]:
     """The slider's entries: candidate ids and preview keys, high resolution to low noise.
 
     Candidates keep ``run.json``'s ``order``; each listed preview goes in at its strength
-    (after the candidates of equal strength).
+    (after the candidates of equal strength). With ``rendering``, the candidates listed under
+    ``rendering`` (shown on demand) go in at their strength too.
     """
     cands = reader.ordered()
+    if rendering and reader.rendering:
+        rank = {"high": 0, "default": 1, "low": 2}
+        cands = sorted(
+            [*cands, *reader.rendering.values()],
+            key=lambda r: (r.strength, rank.get(r.direction, 1), r.id),
+        )
     previews = sorted(reader.previews.values(), key=lambda r: (r.strength, r.id))
     merged: list[int | str] = []
     i = 0
@@ -248,10 +264,11 @@ def view_order(reader: ResultReader) -> list[int | str]:
 class _Result:
     """The result folder, re-read on demand, shared by the request handlers."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, renderer: OnDemandRenderer) -> None:
         self.folder = folder
         self._lock = threading.Lock()
         self._reader: ResultReader | None = None
+        self.renderer = renderer
 
     def reader(self, *, refresh: bool = False) -> ResultReader:
         with self._lock:
@@ -277,14 +294,54 @@ class _Result:
         return reader.records[cid]
 
     def record_for_pick(self, cand: Any) -> CandidateRecord:
-        """:meth:`record` for picks and exports, refusing a preview key with a clear 409."""
+        """:meth:`record` for picks and exports, refusing a preview key or a candidate still
+        being rendered with a clear 409."""
         if isinstance(cand, str) and _PREVIEW_KEY.match(cand):
             raise _HTTPError(
                 409,
                 f"{cand} is a preview (pixel blend) shown while DID runs; previews cannot be "
                 "picked or exported: wait for DID's candidates and pick one of them",
             )
+        cid = self.rendering_id(cand)
+        if cid is not None:
+            raise _HTTPError(
+                409,
+                f"candidate {cid} is still being rendered for the whole scan (shown on demand "
+                "from its weights); pick or export it once its volume is complete",
+            )
         return self.record(cand)
+
+    def rendering_id(self, cand: Any) -> int | None:
+        """The id of ``cand`` if it is listed under ``rendering`` and not under candidates."""
+        text = str(cand)
+        if isinstance(cand, bool) or not text.isdigit() or len(text) > 6:
+            return None
+        cid = int(text)
+        reader = self.reader()
+        if cid in reader.records:
+            return None
+        if cid not in reader.rendering or (self.folder / f"candidates/c{cid:03d}.npy").is_file():
+            reader = self.reader(refresh=True)  # not known yet, or its volume may be listed
+        return cid if cid in reader.rendering and cid not in reader.records else None
+
+    def image_slice(self, cand: str, z: int) -> tuple[NDArray[np.float32], int, bool]:
+        """Slice ``z`` of the input, a candidate or a preview: HU (y, x), the number of
+        slices, and whether it was rendered on demand."""
+        cid = self.rendering_id(cand)
+        if cid is None:
+            volume = self.volume(cand)
+            if not 0 <= z < volume.shape[0]:
+                raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
+            return volume[z], volume.shape[0], False
+        reader = self.reader()
+        if not 0 <= z < reader.shape[0]:
+            raise _HTTPError(404, f"slice {z} out of range 0..{reader.shape[0] - 1}")
+        try:
+            return self.renderer.slice(reader, cid, z), reader.shape[0], True
+        except InputError as exc:
+            if cid in self.reader(refresh=True).records:  # listed meanwhile: from disk
+                return self.volume(cid)[z], reader.shape[0], False
+            raise _HTTPError(503, str(exc)) from None
 
     def preview_volume(self, key: str) -> NDArray[np.float32]:
         """The image of the listed preview ``key`` (``p3``); 404 once DID replaced it."""
@@ -314,7 +371,12 @@ class _Result:
         return self.reader().candidate(self.record(cand).id)
 
 
-def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) -> Starlette:
+def create_app(
+    result_dir: str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    model: Any = None,
+) -> Starlette:
     """Make the viewer's ASGI application for one result folder.
 
     Parameters
@@ -322,6 +384,9 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
     result_dir : path
         A result folder of ``ctdid run`` (it may still be running, or be broken: the page then
         shows an error).
+    model : nn.Module, optional
+        The run's denoiser, to render slices of candidates still being rendered on demand
+        (``ctdid run --view`` passes its own). Default: loaded from ``run.json`` when needed.
     token : str, optional
         When given, every request must carry it (``?token=`` or header ``X-CTDID-Token``) and
         the Host header is not checked (remote use). Without it only local Host names are
@@ -331,7 +396,8 @@ def create_app(result_dir: str | os.PathLike[str], *, token: str | None = None) 
     -------
     starlette.applications.Starlette
     """
-    result = _Result(Path(result_dir).absolute())
+    folder = Path(result_dir).absolute()
+    result = _Result(folder, OnDemandRenderer(folder, model=model))
     token_qs = "" if token is None else "?token=" + token
     routes = [
         *_page_routes(result, token_qs),
@@ -386,19 +452,35 @@ def _page_routes(result: _Result, token_qs: str) -> list[Route]:
 def _read_routes(result: _Result) -> list[Route]:
     """API routes that read the result: the run description and single slices."""
 
+    def read() -> tuple[ResultReader, bool, str | None]:
+        reader = result.reader(refresh=True)
+        if not reader.rendering:
+            return reader, False, None
+        ok, why = result.renderer.status(reader.doc)  # loads the model the first time
+        return reader, ok, why
+
     async def api_result(request: Request) -> Response:
         try:
-            reader = await run_in_threadpool(result.reader, refresh=True)
+            reader, on_demand, why_not = await run_in_threadpool(read)
         except InputError as exc:
             return _error(404 if not (result.folder / "run.json").is_file() else 500, str(exc))
         doc = dict(reader.doc)
+        doc["rendering"] = (
+            [{**rec.to_json(), "on_demand": True} for rec in reader.rendering.values()]
+            if on_demand
+            else []
+        )
+        doc["on_demand"] = {"available": on_demand, "reason": why_not}
         doc["status"] = reader.status
         doc["previews"] = [
             {**rec.to_json(), "key": preview_key(rec.id)}
             for rec in sorted(reader.previews.values(), key=lambda r: r.id)
         ]
-        doc["view_order"] = view_order(reader)
-        doc["default_candidate"] = None if (d := reader.default_record()) is None else d.id
+        doc["view_order"] = view_order(reader, rendering=on_demand)
+        default = reader.default_record()
+        if default is None and on_demand:
+            default = next((r for r in reader.rendering.values() if r.direction == "default"), None)
+        doc["default_candidate"] = None if default is None else default.id
         doc["picks"] = _load_picks(result.folder).get("picks", {})
         doc["task_presets"] = list(TASK_PRESETS)
         doc["export_formats"] = list(EXPORT_FORMATS)
@@ -422,19 +504,21 @@ def _read_routes(result: _Result) -> list[Route]:
 
 
 def _slice_response(result: _Result, cand: str, z: int) -> Response:
-    """Slice ``z`` of the input, a candidate or a preview as raw little-endian int16 HU."""
-    volume = result.volume(cand)
-    if not 0 <= z < volume.shape[0]:
-        raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
-    data = slice_int16(volume[z])
+    """Slice ``z`` of the input, a candidate or a preview as raw little-endian int16 HU.
+
+    A candidate listed under ``rendering`` is rendered on demand (``X-Rendered``).
+    """
+    image, n_slices, on_demand = result.image_slice(cand, z)
+    data = slice_int16(image)
     ny, nx = data.shape
     return Response(
         data.tobytes(),
         media_type="application/octet-stream",
         headers={
             "X-Shape": f"{ny},{nx}",
-            "X-Slices": str(volume.shape[0]),
+            "X-Slices": str(n_slices),
             "X-Dtype": "int16-le",
+            "X-Rendered": "on-demand" if on_demand else "stored",
             "Cache-Control": "no-cache",
         },
     )
@@ -479,13 +563,13 @@ def _roi_response(result: _Result, body: Mapping[str, Any]) -> Response:
         box = [float(body[k]) for k in ("x0", "y0", "x1", "y1")]
     except (KeyError, TypeError, ValueError):
         raise _HTTPError(400, "need z, x0, y0, x1, y1 numbers") from None
-    vol = result.volume(cand)
-    if not 0 <= z < vol.shape[0]:
-        raise _HTTPError(404, "slice out of range")
     shape = body.get("shape", "rect")
     if shape not in ("rect", "circle"):
         raise _HTTPError(400, "shape must be rect or circle")
-    stats = roi_stats(slice_int16(vol[z]), shape=shape, x0=box[0], y0=box[1], x1=box[2], y1=box[3])
+    if not isinstance(cand, (int, str)) or isinstance(cand, bool):
+        raise _HTTPError(400, "candidate must be an integer id, a preview key or 'input'")
+    image, _, _ = result.image_slice(str(cand), z)
+    stats = roi_stats(slice_int16(image), shape=shape, x0=box[0], y0=box[1], x1=box[2], y1=box[3])
     return JSONResponse({k: (None if v != v else v) for k, v in stats.items()})
 
 
@@ -645,7 +729,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _prepare(
-    result_dir: str | os.PathLike[str], host: str, port: int, allow_remote: bool
+    result_dir: str | os.PathLike[str], host: str, port: int, allow_remote: bool, model: Any = None
 ) -> tuple[Starlette, socket.socket, str]:
     folder = Path(result_dir)
     if not folder.is_dir():
@@ -658,7 +742,7 @@ def _prepare(
     if not 0 <= int(port) <= 65535:
         raise InputError(f"port must be 0..65535, got {port}")
     token = None if local else secrets.token_urlsafe(24)
-    app = create_app(folder, token=token)
+    app = create_app(folder, token=token, model=model)
     sock = _bind("127.0.0.1" if host == "localhost" else host, int(port))
     bound_port = sock.getsockname()[1]
     shown = host if host not in ("0.0.0.0", "::") else socket.gethostname()
@@ -721,14 +805,17 @@ def serve_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     allow_remote: bool = False,
+    model: Any = None,
 ) -> Iterator[str]:
     """Run the viewer server in a background thread; yield the page address.
 
-    For tests and benchmarks. The server stops when the ``with`` block ends.
+    For ``ctdid run --view``, tests and benchmarks. ``model``: the run's denoiser, for
+    on-demand rendering (see :func:`create_app`). The server stops when the ``with`` block
+    ends.
     """
     import uvicorn
 
-    app, sock, url = _prepare(result_dir, host, port, allow_remote)
+    app, sock, url = _prepare(result_dir, host, port, allow_remote, model)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

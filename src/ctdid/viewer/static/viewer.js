@@ -13,6 +13,11 @@
  * previews merged by strength.  The slider runs over view_order; a preview is labelled
  * "preview (blend)" and ticked under the slider.  When DID replaces a preview it leaves the
  * list and the slider moves to the entry nearest its strength.  Previews are not picked.
+ *
+ * On demand: while a volume's shared trajectory runs, run.json lists under "rendering" the
+ * candidates whose weights exist but whose volume is not complete; the server renders each
+ * slice asked for from the weights (the same id; it becomes a stored candidate later).  They are
+ * labelled "rendered on demand" and cannot be picked until their volume is listed.
  */
 (function () {
   "use strict";
@@ -185,6 +190,7 @@
   /* A preview's key ("p3"); candidate ids are numbers. */
   const isPreview = (id) => typeof id === "string" && /^p[0-9]+$/.test(id);
   const PREVIEW_LABEL = "preview (blend)";
+  const ON_DEMAND_LABEL = "rendered on demand";
   const signed = (x) => (x >= 0 ? "+" : "") + fmt(x, 2);
 
   /* The candidates around strength s, as ctdid.core.candidates.interpolate: walk outward from
@@ -510,6 +516,7 @@
     }
     $("cand-index").dataset.index = String(S.idx);
     $("cand-index").dataset.preview = rec && rec.preview ? "true" : "";
+    $("cand-index").dataset.rendering = rec && rec.rendering ? "true" : "";
     $("cand-index").dataset.strength = S.smooth ? String(S.s) : "";
     if (rec) {
       $("cand-info").textContent = rec.preview
@@ -517,7 +524,9 @@
           rec.direction + " · strength " + signed(rec.strength) +
           " · pixel blend shown until DID's candidates replace it"
         : (S.smooth ? "nearest stored: " : "") + "id " + rec.id + " · " + rec.direction +
-          " · strength " + signed(rec.strength) + " · step " + rec.step + madeBy(rec);
+          " · strength " + signed(rec.strength) + " · step " + rec.step + madeBy(rec) +
+          (rec.rendering ? " · " + ON_DEMAND_LABEL + " from its weights (volume not complete; " +
+            "strength on the training slices)" : "");
       $("cand-info").classList.toggle("preview", !!rec.preview);
       const L = rec.labels || {};
       const parts = [];
@@ -531,7 +540,8 @@
         if (!shown.includes(k)) parts.push(k + " " + fmt(L[k], 3));
       }
       $("cand-labels").textContent = parts.length ? parts.join(" · ")
-        : rec.preview ? "no labels (a preview)" : "no labels";
+        : rec.preview ? "no labels (a preview)"
+        : rec.rendering ? "no labels yet (labelled when its volume is complete)" : "no labels";
     } else {
       $("cand-info").textContent = "–";
       $("cand-labels").textContent = "–";
@@ -817,6 +827,9 @@
     const prevRec = S.records.get(S.curId);
     S.records = new Map((doc.candidates || []).map((c) => [c.id, c]));
     for (const p of doc.previews || []) S.records.set(p.key, Object.assign({}, p, { preview: true }));
+    for (const c of doc.rendering || []) {
+      if (!S.records.has(c.id)) S.records.set(c.id, Object.assign({}, c, { rendering: true }));
+    }
     S.nCand = (doc.candidates || []).length;
     S.order = (doc.view_order || doc.order || []).filter((id) => S.records.has(id));
     forgetReplaced();
@@ -846,10 +859,13 @@
     const badge = $("run-status");
     const n = S.order.length;
     const np = n - S.order.filter((e) => !isPreview(e)).length;
+    const nr = S.order.filter((e) => (S.records.get(e) || {}).rendering).length;
     badge.textContent = S.status + " · " + S.nCand +
       (S.status === "running" ? " candidates so far" : " candidates") +
-      (np ? " + " + np + " previews" : "");
+      (np ? " + " + np + " previews" : "") + (nr ? " + " + nr + " " + ON_DEMAND_LABEL : "");
     badge.className = "badge " + S.status;
+    const od = doc.on_demand || {};
+    badge.title = od.reason ? "slices are not rendered on demand: " + od.reason : "";
     if (S.status === "failed") showError("The run failed", doc.error || "see run.json");
     showPicks();
     if (n) {
@@ -949,6 +965,11 @@
     if (isPreview(S.curId)) {
       setStatusNote("this is a " + PREVIEW_LABEL + ", shown until DID's candidates replace it; " +
         "previews cannot be picked or exported: pick a DID candidate");
+      return null;
+    }
+    if ((S.records.get(S.curId) || {}).rendering) {
+      setStatusNote("candidate " + S.curId + " is " + ON_DEMAND_LABEL + " while its volume is " +
+        "made; pick it once the volume is complete");
       return null;
     }
     const id = S.curId;

@@ -1,0 +1,165 @@
+"""Slices of candidates whose volume is not on disk yet, rendered on demand from their weights.
+
+A volume's shared trajectory saves every candidate's weights as soon as the fine-tuning makes
+them and lists the candidate under ``rendering`` in ``run.json``
+(:meth:`ctdid.results.ResultWriter.list_rendering`); its volume is rendered later, slice batch
+by slice batch, which takes minutes for a long scan. :class:`OnDemandRenderer` renders just
+the slice the viewer shows, from those weights, with the run's model: one forward pass (about
+0.07 s for a 512 x 512 slice with ``unet-d25`` on 2 CPU cores). Rendered slices are kept in a
+memory cache bounded in bytes.
+
+The run's model comes from the caller (``ctdid run --view`` passes its own) or is loaded from
+``run.json``'s ``model`` entry (its ``spec``, ``weights`` and ``card``, as ``ctdid run`` loaded
+it); either way its state-dict SHA-256 must equal ``run.json``'s, so a slice is never rendered
+with another model than the run's.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch import nn
+
+from ctdid.errors import InputError
+from ctdid.results import ResultReader
+
+__all__ = ["OnDemandRenderer"]
+
+_MB = 1024 * 1024
+
+
+class OnDemandRenderer:
+    """Render single slices of a result's ``rendering`` candidates, and cache them.
+
+    Parameters
+    ----------
+    folder : path
+        The result folder.
+    model : nn.Module, optional
+        The run's denoiser (HU in, HU out; it is not modified). Default: loaded when first
+        needed from ``run.json``'s ``model`` (``spec``, ``weights``, ``card``).
+    cache_bytes : int, optional
+        Most bytes of rendered slices kept (float32), least recently used dropped first.
+        Default 256 MiB (256 slices of 512 x 512).
+
+    Notes
+    -----
+    A rendered slice equals the same slice of the candidate volume the run writes later (both
+    are :meth:`ctdid.core.InteractiveDenoiser.apply` with the candidate's weights), up to
+    float32 rounding of batched convolutions.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        model: nn.Module | None = None,
+        cache_bytes: int = 256 * _MB,
+    ) -> None:
+        self.folder = Path(folder).absolute()
+        self._model = model
+        self._engine: Any = None
+        self._why_not: str | None = None
+        self._lock = threading.Lock()
+        self._cache: collections.OrderedDict[tuple[int, int], NDArray[np.float32]] = (
+            collections.OrderedDict()
+        )
+        self._cache_bytes = int(cache_bytes)
+        self._held = 0
+        self._weights: tuple[int, Mapping[str, Any]] | None = None
+        #: Slices rendered so far (cache misses).
+        self.rendered = 0
+
+    def status(self, doc: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """Whether slices can be rendered on demand for this run, and if not why.
+
+        Loads and checks the model the first time (seconds); later calls are free.
+        """
+        with self._lock:
+            self._ensure_engine(doc)
+            return self._engine is not None, self._why_not
+
+    def slice(self, reader: ResultReader, cid: int, z: int) -> NDArray[np.float32]:
+        """Slice ``z`` of candidate ``cid`` (listed under ``rendering``), HU (y, x).
+
+        Raises
+        ------
+        InputError
+            The candidate is not listed under ``rendering``, the slice is out of range, or
+            on-demand rendering is unavailable (the message says why: the model cannot be
+            loaded or is not the run's).
+        """
+        key = (int(cid), int(z))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            if cid not in reader.rendering:
+                raise InputError(f"candidate {cid} is not being rendered", path=self.folder)
+            n = reader.shape[0]
+            if not 0 <= z < n:
+                raise InputError(f"slice {z} out of range 0..{n - 1}", path=self.folder)
+            self._ensure_engine(reader.doc)
+            if self._engine is None:
+                raise InputError(f"cannot render on demand: {self._why_not}", path=self.folder)
+            if self._weights is None or self._weights[0] != cid:
+                self._weights = (int(cid), reader.candidate_weights(cid))
+            x = np.array(reader.input()[z], dtype=np.float32)
+            try:
+                image = self._engine.apply(x, weights=self._weights[1], batch_size=1)
+            except ValueError as exc:  # weights of another architecture
+                raise InputError(f"cannot render candidate {cid}: {exc}") from None
+            image = np.asarray(image, dtype=np.float32)
+            image.setflags(write=False)
+            self.rendered += 1
+            self._cache[key] = image
+            self._held += image.nbytes
+            while self._held > self._cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._held -= old.nbytes
+            return image
+
+    def _ensure_engine(self, doc: Mapping[str, Any]) -> None:
+        if self._engine is not None or self._why_not is not None:
+            return
+        from ctdid.core import InteractiveDenoiser
+        from ctdid.models import state_dict_sha256
+
+        info = doc.get("model") or {}
+        model = self._model
+        if model is None:
+            try:
+                model = _load_run_model(info)
+            except Exception as exc:  # any plug-in failure: say why, serve the rest
+                self._why_not = f"the run's model cannot be loaded ({type(exc).__name__}: {exc})"
+                return
+        want = info.get("state_dict_sha256")
+        if want is not None and state_dict_sha256(model) != want:
+            self._why_not = "the model's weights differ from the run's (state-dict SHA-256)"
+            return
+        self._engine = InteractiveDenoiser(model)
+
+
+def _load_run_model(info: Mapping[str, Any]) -> nn.Module:
+    """The model ``ctdid run`` recorded in ``run.json`` (``spec``, ``weights``, ``card``)."""
+    from ctdid.models import load_model
+
+    spec = info.get("spec")
+    if not spec:
+        raise InputError(
+            "run.json names no model spec (the run was started from Python with a model "
+            "object; pass the model to the viewer: create_app(folder, model=...))"
+        )
+    weights, card = info.get("weights"), info.get("card")  # "card" may hold the card itself
+    return load_model(
+        str(spec),
+        weights=weights if isinstance(weights, str) else None,
+        card=card if isinstance(card, str) else None,
+    )
