@@ -1,0 +1,22 @@
+"""benchmarks/bench_volume.py: what it measures during a whole-scan run (tiny scan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark_loading import benchmark_module
+
+
+def test_one_scan_probes_the_viewer_before_the_volumes(tmp_path: Path) -> None:
+    with benchmark_module("bench_volume") as bv:
+        res = bv.one_scan(4, size=64, realisations=2, threads=1, work=tmp_path)
+    first, slider = res["marks"]["default_view"], res["marks"]["slider_view"]
+    # the default's weights listed: the default alone, rendered on demand
+    assert first["on_demand_available"] and first["entries"] == first["on_demand"] == 1
+    # the fine-tuning done: every candidate on the slider, all on demand, none stored yet
+    assert slider["entries"] == slider["on_demand"] == res["candidates"] >= 3
+    assert res["first_view_s"] < res["marks"]["first_stored_s"] <= res["marks"]["last_stored_s"]
+    assert res["slider_view_s"] < res["marks"]["first_stored_s"]
+    assert res["marks"]["last_stored_s"] <= res["total_s"]
+    assert res["shape"] == [4, 64, 64] and res["peak_rss_mb"] > 0
+    assert not (tmp_path / "scan4").exists()  # the scan's folder is removed
