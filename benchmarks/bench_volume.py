@@ -83,19 +83,25 @@ def view_slice(folder: Path, z: int) -> dict[str, Any]:
     }
 
 
-def one_scan(z: int, *, size: int, realisations: int, threads: int, work: Path) -> dict[str, Any]:
-    """Run one scan of ``z`` slices with the viewer probed during the run; its figures."""
+def one_scan(
+    z: int, *, size: int, realisations: int, threads: int, work: Path, method: str = "did"
+) -> dict[str, Any]:
+    """Run one scan of ``z`` slices with the viewer probed during the run; its figures.
+
+    ``method="auto"`` (``ctdid run``'s default: blend and iterates, each slice on its own)
+    lists nothing to render on demand: its first view is then its first stored candidate.
+    """
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _one_scan(z, size=size, realisations=realisations, work=work)
+        return _one_scan(z, size=size, realisations=realisations, work=work, method=method)
     finally:
         torch.set_num_threads(before)
 
 
-def _one_scan(z: int, *, size: int, realisations: int, work: Path) -> dict[str, Any]:
+def _one_scan(z: int, *, size: int, realisations: int, work: Path, method: str) -> dict[str, Any]:
     from ctdid.runner import RunProgress, run_did
     from ctdid.runner.console import load_denoiser
 
@@ -131,7 +137,7 @@ def _one_scan(z: int, *, size: int, realisations: int, work: Path) -> dict[str, 
         model,
         out_dir=folder,
         mode="fast",
-        method="did",
+        method=method,
         model_info=info,
         seed=0,
         progress=progress,
@@ -139,13 +145,17 @@ def _one_scan(z: int, *, size: int, realisations: int, work: Path) -> dict[str, 
     total = time.perf_counter() - start[0] - paused[0]
     size_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     engine = summary.engine
+    for name, fallback in (("default_view", "first_stored_s"), ("slider_view", "last_stored_s")):
+        if name not in marks:  # nothing listed to render on demand: what is stored
+            marks[name] = {"at_s": marks[fallback], "seconds": 0.0, "entries": 0, "on_demand": 0}
     out = {
+        "method": method,
         "slices": z,
         "shape": list(scan.shape),
         "make_scan_s": make_s,
         "candidates": len(summary.records),
         "total_s": total,
-        "finetune_s": engine.get("trajectory_seconds"),
+        "finetune_s": engine.get("trajectory_seconds") or 0.0,
         "train_slices": engine.get("train_slices"),
         "first_view_s": marks["default_view"]["at_s"] + marks["default_view"]["seconds"],
         "slider_view_s": marks["slider_view"]["at_s"] + marks["slider_view"]["seconds"],
@@ -161,7 +171,7 @@ def _child(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     res = one_scan(
         args.child, size=args.size, realisations=args.realisations, threads=args.threads,
-        work=Path(args.work),
+        work=Path(args.work), method=args.method,
     )  # fmt: skip
     print("RESULT " + json.dumps(res), flush=True)
 
@@ -172,6 +182,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512, help="Pixels per side (default 512).")
     ap.add_argument("--realisations", type=int, default=8, help="Noise realisations (8).")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2).")
+    ap.add_argument(
+        "--method", choices=("did", "auto"), default="did",
+        help="did: the shared trajectory (default); auto: ctdid run's default.",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, help="Write the results as JSON.")
     ap.add_argument("--quick", action="store_true", help="6 slices of 128 px: a check.")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -187,13 +201,13 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"load {os.getloadavg()[0]:.2f}; {args.size} px, {args.realisations} realisations, "
-          f"fast mode, unet-d25, {args.threads} threads")  # fmt: skip
+          f"fast mode, --method {args.method}, unet-d25, {args.threads} threads")  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="ctdid-bench-volume-") as work:
         for z in sizes:
             cmd = [sys.executable, __file__, "--child", str(z), "--size", str(args.size),
                    "--realisations", str(args.realisations), "--threads", str(args.threads),
-                   "--work", work]  # fmt: skip
+                   "--work", work, "--method", args.method]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -201,8 +215,9 @@ def main() -> None:
             res = json.loads(line[len("RESULT ") :])
             rows.append(res)
             m = res["marks"]
+            how = "default on demand" if m["default_view"]["on_demand"] else "stored"
             print(
-                f"{z:4d} slices: first view {res['first_view_s']:6.1f} s (default on demand; "
+                f"{z:4d} slices: first view {res['first_view_s']:6.1f} s ({how}; "
                 f"stored default {m['first_stored_s']:6.1f} s, "
                 f"{m['first_stored_s'] / res['first_view_s']:.1f}x later) | slider "
                 f"{res['slider_view_s']:6.1f} s ({m['slider_view']['on_demand']} on demand, "

@@ -20,3 +20,13 @@ def test_one_scan_probes_the_viewer_before_the_volumes(tmp_path: Path) -> None:
     assert res["marks"]["last_stored_s"] <= res["total_s"]
     assert res["shape"] == [4, 64, 64] and res["peak_rss_mb"] > 0
     assert not (tmp_path / "scan4").exists()  # the scan's folder is removed
+
+
+def test_auto_method_has_nothing_on_demand(tmp_path: Path) -> None:
+    """``ctdid run``'s default runs each slice on its own: its first view is what is stored."""
+    with benchmark_module("bench_volume") as bv:
+        res = bv.one_scan(3, size=64, realisations=1, threads=1, work=tmp_path, method="auto")
+    marks = res["marks"]
+    assert res["method"] == "auto" and marks["default_view"]["on_demand"] == 0
+    assert res["first_view_s"] == marks["first_stored_s"] <= res["slider_view_s"]
+    assert res["slider_view_s"] == marks["last_stored_s"] <= res["total_s"]
