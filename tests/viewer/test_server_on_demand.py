@@ -10,6 +10,7 @@ import pytest
 from on_demand_factory import OPTS, TinyHU, Z, disk_volume, stopped_run
 
 from ctdid.core import InteractiveDenoiser
+from ctdid.errors import InputError
 from ctdid.results import ResultReader
 from ctdid.runner import run_did
 from ctdid.viewer.ondemand import OnDemandRenderer
@@ -132,5 +133,5 @@ def test_renderer_cache_is_bounded(tmp_path: Path) -> None:
     assert renderer.rendered == Z
     renderer.slice(reader, 0, 0)  # dropped: rendered again
     assert renderer.rendered == Z + 1
-    with pytest.raises(Exception, match="out of range"):
+    with pytest.raises(InputError, match="out of range"):
         renderer.slice(reader, 0, Z)

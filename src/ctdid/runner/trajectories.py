@@ -109,9 +109,10 @@ def run_volume_shared(
     stream.rendered_slices = sum(int(v) for v in st["rendered"].values())
     stream.render_total = None if total is None else z * total
     writer = stream.writer
+    default_weights = None  # the default's weights file, while its volume is not listed
     if not writer.records:  # the default is renderable on demand at once
-        rel = writer.save_weights(0, engine.model.state_dict())
-        _list_rendering(stream, 0, "default", 0.0, 0, rel)
+        default_weights = writer.save_weights(0, engine.model.state_dict())
+        _list_rendering(stream, 0, "default", 0.0, 0, default_weights)
     ft = st.get("finetune")
     if ft is None:
         ft = _finetune(stream, engine, total, idx, mask)
@@ -121,7 +122,8 @@ def run_volume_shared(
                 _list_rendering(stream, int(entry["id"]), str(entry["direction"]),
                                 float(entry.get("strength", 0.0)), int(entry["step"]),
                                 str(entry["weights"]))  # fmt: skip
-    _render_default(stream, engine, total)
+    if default_weights is not None:
+        _render_default(stream, engine, total, default_weights)
     _render_candidates(stream, engine, ft["candidates"], mask)
     out = dict(ft["engine"])
     raws = st["progress_raw"]
@@ -149,16 +151,13 @@ def _list_rendering(
     stream.emit("rendering", len(stream.writer.rendering), None, rec)
 
 
-def _render_default(stream: CandidateStream, engine: Any, total: int | None) -> None:
-    """The default, the pretrained model on every slice (and t_low, for progress)."""
-    writer = stream.writer
-    if writer.records:
-        return
-    if writer.stored_file(0) is None:
+def _render_default(stream: CandidateStream, engine: Any, total: int | None, weights: str) -> None:
+    """The default, the pretrained model on every slice (and t_low, for progress), listed
+    with its saved ``weights`` file."""
+    if stream.writer.stored_file(0) is None:
         stream.render(engine, 0, None, t_low=True)
-    rel = writer.save_weights(0, engine.model.state_dict())
     stream.commit(
-        0, direction="default", strength=0.0, step=0, progress=0.0, total=total, weights=rel
+        0, direction="default", strength=0.0, step=0, progress=0.0, total=total, weights=weights
     )
 
 
