@@ -344,8 +344,11 @@ def test_per_slice_writes_candidates_as_slices_finish(
         if p.stage != "slice":
             return
         stack = engine.run(hu[p.done - 1])
-        assert json.loads((folder / "run.json").read_text())["candidates"] == []
-        for cid, s in enumerate(grid):
+        listed = json.loads((folder / "run.json").read_text())["candidates"]
+        assert [c["direction"] for c in listed] == ["default"]  # listed before the slices
+        default = np.load(folder / listed[0]["file"], mmap_mode="r")
+        np.testing.assert_array_equal(default[p.done - 1], stack.default.image)
+        for cid, s in enumerate(grid[1:], start=1):
             part = np.load(folder / "partial" / f"c{cid:03d}.npy", mmap_mode="r")
             np.testing.assert_array_equal(part[p.done - 1], interpolate(stack, s))
             assert not np.any(part[p.done :])
@@ -494,3 +497,50 @@ def test_single_slice_resume_runs_again(tmp_path: Path, monkeypatch: pytest.Monk
     assert [r.weights for r in fresh.records] == [None] * len(fresh.records)
     again = run_did(vol, make_model(), out_dir=folder, n_candidates=2, resume=True)
     assert again.already_done and count.runs == 2
+
+
+@pytest.mark.parametrize("method", ["auto", "did"])
+def test_per_slice_lists_the_default_volume_before_any_slice(tmp_path: Path, method: str) -> None:
+    """The default volume is listed first, bit for bit each slice's own default."""
+    from ctdid.baselines import SidedDenoiser
+
+    folder = tmp_path / method
+    events: list[tuple[str, int]] = []
+    snapshot: dict[str, Any] = {}
+
+    def progress(p: RunProgress) -> None:
+        events.append((p.stage, p.done))
+        if p.stage == "candidate" and not snapshot:
+            snapshot["listed"] = json.loads((folder / "run.json").read_text())["candidates"]
+
+    opts = {**OPTS, "mode": "fast"} if method == "auto" else OPTS
+    run_did(make_volume(), make_model(), out_dir=folder, shared=False, method=method,
+            progress=progress, **opts)  # fmt: skip
+    stages = [s for s, _ in events]
+    assert stages.index("candidate") < stages.index("slice")  # listed before any slice ran
+    assert [c["direction"] for c in snapshot["listed"]] == ["default"]
+    reader = ResultReader(folder)
+    hu = np.array(make_volume().hu)
+    if method == "auto":
+        engine: Any = SidedDenoiser(make_model(), high="blend", low="iterate", n_candidates=2)
+    else:
+        engine = InteractiveDenoiser(make_model(), n_candidates=2)
+    default_rec = reader.default_record()
+    assert default_rec is not None
+    default = reader.candidate(default_rec.id)
+    for z in range(Z):
+        np.testing.assert_array_equal(default[z], engine.run(hu[z]).default.image)
+
+
+def test_per_slice_resumes_after_the_default_volume(tmp_path: Path) -> None:
+    """Stopped right after the default was listed: the resumed run makes the same folder."""
+    ref = tmp_path / "ref"
+    run_did(make_volume(), make_model(), out_dir=ref, shared=False, method="blend", **OPTS)
+    folder = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        run_did(make_volume(), make_model(), out_dir=folder, shared=False, method="blend",
+                progress=stopper("candidate", 1), **OPTS)  # fmt: skip
+    assert len(ResultReader(folder).records) == 1
+    run_did(make_volume(), make_model(), out_dir=folder, shared=False, method="blend",
+            resume=True, **OPTS)  # fmt: skip
+    assert_same_result(ref, folder)

@@ -258,13 +258,24 @@ class CandidateStream:
         )
         return self._stored(rec, total)
 
-    def render(self, engine: Any, cid: int, weights: Any, *, t_low: bool = False) -> None:
+    def render(
+        self,
+        engine: Any,
+        cid: int,
+        weights: Any,
+        *,
+        t_low: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
         """Write candidate ``cid`` (model with ``weights``) batch by batch into ``partial/``.
 
         Batches already recorded in the state are skipped; with ``t_low`` the low-noise bound
         (the model applied ``k`` times) is written beside it, for the progress measure.
+        ``batch_size`` overrides the run's slices per forward pass (1: each slice exactly as
+        a single-slice run computes it).
         """
-        hu, z, bs = self.volume.hu, self.volume.shape[0], self.batch_size
+        hu, z = self.volume.hu, self.volume.shape[0]
+        bs = self.batch_size if batch_size is None else int(batch_size)
         rendered: dict[str, int] = self.state["rendered"]
         key = str(cid)
         done = int(rendered.get(key, 0))

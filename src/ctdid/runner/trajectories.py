@@ -6,8 +6,10 @@
   on a few slices (each candidate's weights saved and listed under ``rendering`` as made, so
   a viewer renders any slice of it on demand), then the default and each candidate volume
   rendered batch by batch (bounded memory, resumable);
-* :func:`run_per_slice` -- a volume with one trajectory per slice, each slice's candidates
-  interpolated at a fixed strength grid and written when the slice is done (resumable).
+* :func:`run_per_slice` -- a volume with one trajectory per slice: the default volume
+  first (listed at once, so a viewer shows the scan long before the slices' candidates),
+  then each slice's candidates interpolated at a fixed strength grid and written when the
+  slice is done (resumable).
 
 Each returns the ``engine`` section of ``run.json``.
 """
@@ -246,7 +248,13 @@ def _render_candidates(
 
 
 def run_per_slice(stream: CandidateStream, engine: Any, total: int | None) -> dict[str, Any]:
-    """One trajectory per slice; each slice's candidates on disk as soon as it is done."""
+    """One trajectory per slice; the default volume first, then each slice's candidates.
+
+    The default (the pretrained model, one slice per forward pass: bit for bit each slice's
+    own default) is rendered and listed before any slice's trajectory runs, so that a viewer
+    shows the whole scan denoised after one forward pass per slice; every other candidate is
+    listed when all slices are done.
+    """
     from ctdid.core import interpolate
 
     writer, hu, z = stream.writer, stream.volume.hu, stream.volume.shape[0]
@@ -258,20 +266,28 @@ def run_per_slice(stream: CandidateStream, engine: Any, total: int | None) -> di
         "batch_size": stream.batch_size,
         "grid": [list(g) for g in strength_grid(engine)],
         "slices": {},
+        "default_first": True,
+        "rendered": {},
     }
     st = stream.load_state("per-slice", fresh)
     grid = [(str(d), float(s)) for d, s in st["grid"]]
     finished: dict[str, Any] = st["slices"]
-    if len(finished) < z and writer.records:
+    default_first = bool(st.get("default_first", False))  # False: a run of an older ctdid
+    listed_before = 1 if default_first else 0  # candidates listed before the slices are done
+    if len(finished) < z and len(writer.records) > listed_before:
         raise InputError(
             f"cannot resume: candidates are listed but {STATE_FILE} has unfinished slices",
             path=writer.folder,
         )
+    if default_first and not writer.records:
+        _render_default_first(stream, engine, len(grid))
     for zi in range(z):
         if str(zi) in finished:
             continue
         stack = engine.run(np.array(hu[zi], dtype=np.float32))
         for cid, (_, s) in enumerate(grid):
+            if cid == 0 and default_first:
+                continue  # listed before the slices (the same image, bit for bit)
             out = writer.open_partial(f"c{cid:03d}.npy")
             out[zi] = interpolate(stack, s)  # beyond the slice's reach: its last candidate
             out.flush()
@@ -301,6 +317,14 @@ def run_per_slice(stream: CandidateStream, engine: Any, total: int | None) -> di
         "clamped": clamped,
         "per_slice_note": _PER_SLICE_NOTE,
     }
+
+
+def _render_default_first(stream: CandidateStream, engine: Any, total: int) -> None:
+    """The default volume of a per-slice run, one slice per pass, labelled and listed."""
+    if stream.writer.stored_file(0) is None:
+        stream.render_total = stream.volume.shape[0]
+        stream.render(engine, 0, None, batch_size=1)
+    stream.commit(0, direction="default", strength=0.0, step=0, progress=0.0, total=total)
 
 
 def strength_grid(engine: Any) -> list[tuple[str, float]]:
