@@ -130,3 +130,15 @@ def test_labels_rank_sharp_above_smooth_kernel_on_adjacent_slices():
         sh, sm = read(p_sh), read(p_sm)
         assert noise_label(sh, spacing=0.7) > 1.5 * noise_label(sm, spacing=0.7)
         assert resolution_label(sh, spacing=0.7) > resolution_label(sm, spacing=0.7)
+
+
+def test_flat_regions_stay_inside_an_image_the_body_fills():
+    """A body cut by the field of view: every region is a whole square inside the image."""
+    rng = np.random.default_rng(4)
+    img = (40.0 + rng.normal(0.0, 10.0, (96, 96))).astype(np.float32)
+    img[:, :30] += np.linspace(0, 60, 30, dtype=np.float32)  # less flat toward the left
+    regions = find_flat_regions(img, spacing=1.0, body_mask=np.ones_like(img, bool), n=20)
+    assert len(regions) >= 5
+    for rows, cols in regions:
+        assert rows.start >= 0 and rows.stop <= 96 and cols.start >= 0 and cols.stop <= 96
+        assert img[rows, cols].shape == (10, 10)

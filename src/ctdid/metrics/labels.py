@@ -124,6 +124,10 @@ def find_flat_regions(
         ok = (inside >= 0.5 * np.hypot(h * dy, w * dx) + margin_mm) & (
             (mean >= hu_range[0]) & (mean <= hu_range[1])
         )
+        # The square must lie inside the image (a body cut by the field of view is "inside"
+        # up to the border, but pixels beyond it do not exist).
+        ok[: h // 2] = ok[sl.shape[0] - h + h // 2 + 1 :] = False
+        ok[:, : w // 2] = ok[:, sl.shape[1] - w + w // 2 + 1 :] = False
         scores[z][ok] = grad[ok]
     regions: list[Region] = []
     for _ in range(int(n)):
