@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import platform
@@ -238,6 +239,33 @@ def nps_peak(img: NDArray[np.float32], s: EvalSlice, mask: NDArray[np.bool_]) ->
     return float(nps_peak_frequency(nps_2d(patches, spacing=s.spacing)))
 
 
+#: Radial bands of the texture check (0 .. Nyquist in equal parts) and its tolerance: a
+#: low-noise candidate passes when its noise power in every band is at most (1 + TOL) times
+#: the default's.
+TEXTURE_BANDS = 4
+TEXTURE_TOL = 0.10
+
+
+def nps_bands(img: NDArray[np.float32], s: EvalSlice) -> list[float]:
+    """Noise power (HU^2) of ``img`` in the flat regions, in :data:`TEXTURE_BANDS` radial
+    frequency bands from 0 to Nyquist (a plane removed from each region; no reference
+    needed, so the same on real and simulated slices). NaNs without flat regions."""
+    rois = [img[r] for r in s.flat_regions]
+    full = [r for r, roi in zip(s.flat_regions, rois, strict=True)
+            if roi.shape == (r[0].stop - r[0].start, r[1].stop - r[1].start)]  # fmt: skip
+    if not full:  # (a region may reach past the image border: only whole ones count)
+        return [math.nan] * TEXTURE_BANDS
+    ny = min(r[0].stop - r[0].start for r in full)
+    nx = min(r[1].stop - r[1].start for r in full)
+    patches = np.stack([img[r[0].start : r[0].start + ny, r[1].start : r[1].start + nx]
+                        for r in full])  # fmt: skip
+    nps = nps_2d(patches, spacing=s.spacing)
+    f = nps.radial_frequency
+    cell = abs(float(nps.fy[1] - nps.fy[0]) * float(nps.fx[1] - nps.fx[0]))
+    edges = np.linspace(0.0, 0.5 / max(s.spacing), TEXTURE_BANDS + 1)
+    return [float(nps.nps[(f >= a) & (f < b)].sum() * cell) for a, b in itertools.pairwise(edges)]
+
+
 def texture_mask(s: EvalSlice) -> NDArray[np.bool_]:
     """Body pixels at least 5 mm inside the body and away from the edge mask (for the NPS)."""
     from scipy import ndimage
@@ -252,7 +280,9 @@ def measure_stack(stack: CandidateStack, s: EvalSlice) -> dict[str, Any]:
     """Noise and quality of every candidate of a stack (high resolution -> low noise)."""
     sim = s.group == "sim"
     mask = texture_mask(s) if sim else None
-    rows: dict[str, list[float]] = {k: [] for k in ("noise", "rmse", "edge_rmse", "strength")}
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("noise", "rmse", "edge_rmse", "strength", "nps_bands")
+    }
     if sim:
         rows["ttf50"], rows["nps_peak"] = [], []
     for c in stack.candidates:
@@ -261,6 +291,7 @@ def measure_stack(stack: CandidateStack, s: EvalSlice) -> dict[str, Any]:
         rows["rmse"].append(eval_sets.rmse_body(img, s))
         rows["edge_rmse"].append(eval_sets.edge_rmse(img, s))
         rows["strength"].append(float(c.strength))
+        rows["nps_bands"].append(nps_bands(img, s))
         if sim:
             assert mask is not None
             rows["ttf50"].append(ttf50(img, s))
@@ -279,11 +310,31 @@ def ordering(curve: Mapping[str, Any], *, tol: float = 0.1) -> dict[str, Any]:
     n = np.asarray(curve["noise"], dtype=np.float64)
     d = int(curve["default_index"])
     rises = int(np.sum(np.diff(n) > tol))
-    return {
+    out = {
         "rises": rises,
         "max_rise_hu": float(np.max(np.diff(n), initial=0.0)),
         "low_end_above_default": bool(n[-1] > n[d] + tol) if d < n.size - 1 else False,
         "ordered": rises == 0,
+    }
+    return out | texture(curve)
+
+
+def texture(curve: Mapping[str, Any], *, tol: float = TEXTURE_TOL) -> dict[str, Any]:
+    """The texture check of the low-noise candidates: how many have more noise power than
+    the default in some band (by more than ``tol``, relative), and the largest ratio.
+    NaN / None when the curve has no band powers (made before they were measured)."""
+    if "nps_bands" not in curve:
+        return {"texture_checked": 0, "texture_above": None, "texture_max_ratio": math.nan}
+    bands = np.asarray(curve["nps_bands"], dtype=np.float64)
+    d = int(curve["default_index"])
+    low = bands[d + 1 :]
+    if low.size == 0 or not np.all(bands[d] > 0):
+        return {"texture_checked": 0, "texture_above": 0, "texture_max_ratio": math.nan}
+    ratio = low / bands[d]
+    return {
+        "texture_checked": int(low.shape[0]),
+        "texture_above": int(np.sum(np.any(ratio > 1.0 + tol, axis=1))),
+        "texture_max_ratio": float(np.nanmax(ratio)),
     }
 
 
@@ -542,6 +593,11 @@ def ordering_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "method": m, "slices": len(o), "ordered": sum(x["ordered"] for x in o),
             "low_end_above_default": sum(x["low_end_above_default"] for x in o),
             "max_rise_hu": max(x["max_rise_hu"] for x in o),
+            "texture_slices": sum(1 for x in o if x.get("texture_checked")),
+            "texture_ok": sum(1 for x in o if x.get("texture_checked")
+                              and x.get("texture_above") == 0),
+            "texture_max_ratio": max([float(x["texture_max_ratio"]) for x in o
+                                      if x.get("texture_checked")], default=math.nan),
         })  # fmt: skip
     return rows
 
@@ -559,10 +615,15 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{r['side']} | {r['median_diff']:+.3f} | {r['better']} / {r['slices']} |"
         )
     lines += ["", "| method | slices | noise ordered (0.1 HU) | low end noisier than default "
-              "| largest rise (HU) |", "|---|---|---|---|---|"]  # fmt: skip
+              f"| largest rise (HU) | low side below the default's NPS in all {TEXTURE_BANDS} "
+              f"bands (+{TEXTURE_TOL:.0%}) | largest band ratio |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["ordering"]:
+        tex = (f"{r['texture_ok']} / {r['texture_slices']} | {r['texture_max_ratio']:.2f}"
+               if r.get("texture_slices") else "not measured | -")  # fmt: skip
         lines.append(f"| {r['method']} | {r['slices']} | {r['ordered']} | "
-                     f"{r['low_end_above_default']} | {r['max_rise_hu']:.2f} |")  # fmt: skip
+                     f"{r['low_end_above_default']} | {r['max_rise_hu']:.2f} | "
+                     f"{tex} |")  # fmt: skip
     best = report.get("best_summary") or []
     if best:
         lines += ["", "| data | method | median lowest RMSE vs default (%) | median seconds |",

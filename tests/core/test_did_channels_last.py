@@ -25,8 +25,12 @@ def test_on_by_default_except_in_the_faithful_mode() -> None:
 def test_same_curve_in_both_formats(model, mode: str) -> None:
     torch.set_num_threads(1)
     x = phantom(N, np.random.default_rng(11), 40.0)[1]
+    # exact Jacobian products: the finite differences of the fast mode's default amplify the
+    # rounding differences of the two formats (there 0.21 HU RMSE on this phantom)
     runs = {
-        cl: InteractiveDenoiser(model, mode=mode, channels_last=cl, keep_weights=True).run(x)
+        cl: InteractiveDenoiser(
+            model, mode=mode, channels_last=cl, keep_weights=True, jvp="autodiff"
+        ).run(x)
         for cl in (False, True)
     }
     a, b = runs[False], runs[True]

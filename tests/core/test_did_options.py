@@ -86,6 +86,14 @@ def test_resolved_keeps_explicit_values_and_adam_steps() -> None:
         ({"step_control": "newton"}, "step_control"),
         ({"krylov_dim": 1}, "krylov_dim"),
         ({"optimizer": torch.optim.Adam}, "optimizer"),
+        ({"damping_floor": 1.0}, "damping_floor"),
+        ({"damping_floor": -0.1}, "damping_floor"),
+        ({"edge_weight": -1.0}, "edge_weight"),
+        ({"edge_weight": float("nan")}, "edge_weight"),
+        ({"loss_domain": "fourier"}, "loss_domain"),
+        ({"mode": "faithful", "loss_domain": "whitened"}, "faithful"),
+        ({"mode": "faithful", "damping_floor": 0.01}, "faithful"),
+        ({"mode": "faithful", "edge_weight": 2.0}, "faithful"),
     ],
 )
 def test_bad_options_raise_and_name_the_option(kwargs: dict[str, Any], name: str) -> None:
@@ -127,3 +135,11 @@ def test_options_object_and_keywords_give_the_same_stack() -> None:
     for ca, cb in zip(a, b, strict=True):
         assert (ca.direction, ca.step) == (cb.direction, cb.step)
         np.testing.assert_array_equal(ca.image, cb.image)
+
+
+def test_jvp_default_per_mode() -> None:
+    assert DIDOptions(mode="fast").resolved().jvp == "difference"
+    assert DIDOptions(mode="robust").resolved().jvp == "autodiff"
+    assert DIDOptions(mode="fast", jvp="autodiff").resolved().jvp == "autodiff"
+    with pytest.raises(ValueError, match="jvp"):
+        DIDOptions(jvp="central")

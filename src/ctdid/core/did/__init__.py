@@ -40,7 +40,9 @@ Modes
     The same Gauss-Newton steps with a smaller basis (at most 12 vectors), longer steps
     (0.25) and an earlier stop (iterations gaining less than half the spacing): a quarter to
     a half of the robust mode's Jacobian products for nearly the same curve, reaching less
-    far toward ``t_low``.
+    far toward ``t_low``. Its Jacobian-vector products are finite differences of the weights
+    (one plain forward pass each instead of a forward-mode pass, ``DIDOptions.jvp``), which
+    moves the curve by a fraction of a HU; ``jvp="autodiff"`` gives the exact products.
 
 Both modes fine-tune on crops inside the body (four 128 x 128 crops per training slice) and
 apply the weights to the whole image for each candidate, which makes an iteration about four

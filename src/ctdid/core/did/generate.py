@@ -34,7 +34,14 @@ from ctdid.core.did.network import (
 from ctdid.core.did.options import DIDOptions
 from ctdid.core.did.order_guard import OrderGuard
 from ctdid.core.did.preview import blend_previews
-from ctdid.core.did.problem import Problem, TrainingSet, crop_count, training_set
+from ctdid.core.did.problem import (
+    Problem,
+    TrainingSet,
+    crop_count,
+    edge_emphasis,
+    training_set,
+    whitening_filter,
+)
 from ctdid.core.did.progress_control import ProgressTrajectory
 from ctdid.core.did.sgd import PaperSGD
 from ctdid.core.did.strategy import Direction, Event, StepRule
@@ -50,6 +57,8 @@ def _gauss_newton(run: ProgressTrajectory, opts: DIDOptions) -> StepRule:
         krylov_dim=int(opts.krylov_dim or 2),
         keep_weights=opts.keep_weights,
         fast=opts.mode == "fast",
+        damping_floor=opts.damping_floor,
+        jvp=str(opts.jvp),
     )
 
 
@@ -155,6 +164,12 @@ class _Generation:
         self.weight = None
         if o.mode != "faithful" and o.outside_weight != 1.0:
             self.weight = (ts.mask + o.outside_weight * (1 - ts.mask)).to(ts.x.dtype)
+        if o.mode != "faithful" and o.edge_weight > 0.0:
+            base = torch.ones_like(ts.x) if self.weight is None else self.weight
+            self.weight = base * edge_emphasis(ts.y0, ts.mask, gain=o.edge_weight)
+        self.loss_filter = None
+        if o.mode != "faithful" and o.loss_domain == "whitened":
+            self.loss_filter = whitening_filter(ts.x - ts.y0, ts.mask)
         self.fulls = {
             d: Problem(self.xb, self.t_high if d == "high" else self.t_low, self.y0, self.mask)
             for d in o.directions
@@ -188,7 +203,8 @@ class _Generation:
                 return y_train.detach()
             return apply_net(net_d, self.xb, batch_size)
 
-        prob = Problem(ts.x, ts.bounds[direction], ts.y0, ts.mask, self.weight)
+        prob = Problem(ts.x, ts.bounds[direction], ts.y0, ts.mask, self.weight,
+                       loss_filter=self.loss_filter)  # fmt: skip
         with self.det():
             if o.mode == "faithful":
                 return PaperSGD(

@@ -13,15 +13,19 @@ from torch import nn
 
 from ctdid.core.did.network import TUNE
 
-__all__ = ["DIDOptions", "Mode", "OptimizerFactory", "StepControl"]
+__all__ = ["DIDOptions", "JVPMethod", "LossDomain", "Mode", "OptimizerFactory", "StepControl"]
 
 Mode = Literal["robust", "faithful", "fast"]
 StepControl = Literal["gauss-newton", "search", "adaptive"]
+LossDomain = Literal["image", "whitened"]
+JVPMethod = Literal["autodiff", "difference"]
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 MODES: tuple[str, ...] = ("robust", "faithful", "fast")
 DIRECTIONS: tuple[str, ...] = ("high", "low")
 STEP_CONTROLS: tuple[str, ...] = ("gauss-newton", "search", "adaptive")
+LOSS_DOMAINS: tuple[str, ...] = ("image", "whitened")
+JVP_METHODS: tuple[str, ...] = ("autodiff", "difference")
 
 FAITHFUL_LR = 1e-2  # the paper's SGD
 FAITHFUL_MOMENTUM = 0.9
@@ -130,6 +134,33 @@ class DIDOptions:
         stack's ``info["order_guard"]`` counts them. Default false: the guard orders the
         curve but can shorten its reach toward ``t_low`` (see ``benchmarks/RESULTS.md``).
         The faithful mode keeps every iterate (the paper).
+    damping_floor : float
+        Gauss-Newton steps only: the least damping of a step as a fraction of the largest
+        eigenvalue of that iteration's Gauss-Newton matrix, in [0, 1). A floor keeps each
+        step in the large-eigenvalue (smooth, structured) part of ``t - y``, so that
+        small-eigenvalue components (noise) are fitted last, at the price of more iterations
+        and less reach. Default 0 (no floor). Measured against the blend in
+        ``benchmarks/RESULTS.md`` (issue 14).
+    edge_weight : float
+        Robust/fast: extra loss weight at edges, >= 0: the per-pixel weight is multiplied by
+        ``1 + edge_weight * g / mean(g)``, ``g`` the gradient magnitude of the default output
+        (HU/pixel, the mean over the body). Fits the bound's edges before its flat regions.
+        Default 0 (off). Measured in ``benchmarks/RESULTS.md`` (issue 14).
+    loss_domain : {"image", "whitened"}
+        Robust/fast: where the squared error is taken. ``"image"`` (default): HU pixels.
+        ``"whitened"``: the error filtered by the inverse square root of the power spectrum
+        of the noise the model removed (input minus default, in the body;
+        :func:`~ctdid.core.did.problem.whitening_filter`), so that each frequency counts
+        relative to its noise and the fine-tuning fits structure before noise. Measured in
+        ``benchmarks/RESULTS.md`` (issue 14).
+    jvp : {"autodiff", "difference"}, optional
+        Gauss-Newton steps: how the Jacobian-vector products of the Lanczos basis are made.
+        ``"autodiff"``: forward-mode automatic differentiation, exact (about 3 forward passes
+        each on the CPU). ``"difference"``: a one-sided finite difference of the weights
+        (step :data:`~ctdid.core.did.gauss_newton.JVP_STEP` times their norm; one forward
+        pass without autograd each, moving the curve by a fraction of a HU, see
+        ``benchmarks/RESULTS.md``). Default ``None``: ``"difference"`` in the fast mode,
+        ``"autodiff"`` in the robust mode.
     channels_last : bool, optional
         Fine-tune and render in the channels-last memory format (inputs and 4-D weights),
         which oneDNN's CPU convolutions run faster: a fast-mode curve 1.1-1.35x on 2 cores
@@ -173,6 +204,10 @@ class DIDOptions:
     tune: str = "all"
     order_guard: bool = False
     channels_last: bool | None = None
+    damping_floor: float = 0.0
+    edge_weight: float = 0.0
+    loss_domain: LossDomain = "image"
+    jvp: JVPMethod | None = None
 
     def __post_init__(self) -> None:
         directions = self.directions
@@ -188,6 +223,14 @@ class DIDOptions:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.tune not in TUNE:
             raise ValueError(f"tune must be one of {', '.join(TUNE)}, got {self.tune!r}")
+        if self.loss_domain not in LOSS_DOMAINS:
+            raise ValueError(
+                f"loss_domain must be one of {', '.join(LOSS_DOMAINS)}, got {self.loss_domain!r}"
+            )
+        if self.jvp is not None and self.jvp not in JVP_METHODS:
+            raise ValueError(f"jvp must be one of {', '.join(JVP_METHODS)}, got {self.jvp!r}")
+        if self.mode == "faithful" and self.loss_domain != "image":
+            raise ValueError("the faithful mode takes the paper's loss in the image domain")
         if self.mode == "faithful" and self.tune != "all":
             raise ValueError("the faithful mode tunes all weights (the paper); tune must be 'all'")
         bad = [d for d in self.directions if d not in DIRECTIONS]
@@ -224,6 +267,16 @@ class DIDOptions:
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         _check_in("outside_weight", self.outside_weight, 0, 1, open_lo=False)
+        floor = self.damping_floor
+        if not (math.isfinite(floor) and 0.0 <= floor < 1.0):
+            raise ValueError(f"damping_floor must be in [0, 1), got {floor}")
+        if not (math.isfinite(self.edge_weight) and self.edge_weight >= 0.0):
+            raise ValueError(f"edge_weight must be a finite number >= 0, got {self.edge_weight}")
+        if self.mode == "faithful" and (floor > 0.0 or self.edge_weight > 0.0):
+            raise ValueError(
+                "damping_floor and edge_weight are robust/fast options; the faithful mode "
+                "is the paper's SGD on the plain squared error"
+            )
         if not math.isfinite(self.body_threshold):
             raise ValueError(f"body_threshold must be a finite HU value, got {self.body_threshold}")
         if control not in STEP_CONTROLS:
@@ -240,6 +293,11 @@ class DIDOptions:
         if control == "gauss-newton":
             return GN_STEP["fast" if self.mode == "fast" else "robust"]
         return ADAM_ADAPTIVE_STEP if control == "adaptive" else ADAM_SEARCH_STEP
+
+    def _jvp(self) -> JVPMethod:
+        if self.jvp is not None:
+            return self.jvp
+        return "difference" if self.mode == "fast" else "autodiff"
 
     def _krylov_dim(self) -> int:
         if self.krylov_dim is not None:
@@ -278,10 +336,13 @@ class DIDOptions:
             krylov_dim=int(self._krylov_dim()),
             keep_weights=bool(self.keep_weights),
             outside_weight=float(self.outside_weight),
+            damping_floor=float(self.damping_floor),
+            edge_weight=float(self.edge_weight),
             order_guard=bool(self.order_guard) and self.mode != "faithful",
             channels_last=(
                 self.mode != "faithful" if self.channels_last is None else bool(self.channels_last)
             ),
+            jvp=self._jvp(),
         )
 
     def to_dict(self) -> dict[str, Any]:

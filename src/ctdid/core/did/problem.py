@@ -9,7 +9,15 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
-__all__ = ["Problem", "TrainingSet", "crop_windows", "progress", "training_set"]
+__all__ = [
+    "Problem",
+    "TrainingSet",
+    "crop_windows",
+    "edge_emphasis",
+    "progress",
+    "training_set",
+    "whitening_filter",
+]
 
 
 def progress(
@@ -46,12 +54,73 @@ def progress(
     return float(((yt - y0) * dt).sum()) / denom
 
 
+def edge_emphasis(y0: Tensor, mask: Tensor, *, gain: float) -> Tensor:
+    """Per-pixel loss factor ``1 + gain * g / mean_body(g)`` that weighs edges up.
+
+    Parameters
+    ----------
+    y0 : Tensor
+        (B, 1, H, W) default output in HU; its gradient magnitude ``g`` (central
+        differences, HU/pixel) marks the edges. The default is used rather than the input
+        because its gradient is not dominated by noise.
+    mask : Tensor
+        (B, 1, H, W) 0/1 body mask; ``g`` is normalised by its mean inside the body.
+    gain : float
+        >= 0; 0 gives ones (no emphasis).
+
+    Returns
+    -------
+    Tensor
+        (B, 1, H, W) factors >= 1, same dtype as ``y0``.
+    """
+    y = torch.nn.functional.pad(y0.detach(), (1, 1, 1, 1), mode="replicate")
+    gx = 0.5 * (y[..., 1:-1, 2:] - y[..., 1:-1, :-2])
+    gy = 0.5 * (y[..., 2:, 1:-1] - y[..., :-2, 1:-1])
+    g = torch.sqrt(gx * gx + gy * gy)
+    m = mask.to(g.dtype)
+    mean = float((g * m).sum() / m.sum().clamp_min(1.0))
+    if gain <= 0.0 or not mean > 0.0:
+        return torch.ones_like(g)
+    return 1.0 + gain * g / mean
+
+
+def whitening_filter(residual: Tensor, mask: Tensor, *, cap: float = 10.0) -> Tensor:
+    """Gain per 2-D frequency that whitens the noise the model removed, for the loss.
+
+    Parameters
+    ----------
+    residual : Tensor
+        (B, 1, H, W) input minus default output in HU: mostly the noise the model removed.
+    mask : Tensor
+        (B, 1, H, W) 0/1 body mask; the residual is measured inside it.
+    cap : float
+        The gain stays within ``[1 / cap, cap]`` of its root-mean-square value.
+
+    Returns
+    -------
+    Tensor
+        (H, W // 2 + 1) real gains on the ``rfft2`` grid, ``(P / mean P) ** -0.5`` of the
+        residual's power spectrum ``P`` (averaged over the batch, smoothed over 5 x 5
+        frequencies), clipped to ``cap`` and scaled to a root-mean-square of 1. Filtering an
+        image with it weighs each frequency down by the noise power there.
+    """
+    e = (residual * mask).detach().float()
+    power = (torch.fft.rfft2(e).abs() ** 2).mean(dim=(0, 1))
+    power = torch.nn.functional.avg_pool2d(
+        power[None, None], 5, stride=1, padding=2, count_include_pad=False
+    )[0, 0]
+    power = power / power.mean().clamp_min(1e-30)
+    gain = power.clamp_min(1e-12).rsqrt().clamp(1.0 / cap, cap)
+    return gain / torch.sqrt((gain * gain).mean())
+
+
 @dataclasses.dataclass
 class Problem:
     """Fine-tuning data for one direction: input, bound, default output and body weights.
 
     All images are (B, 1, H, W) HU tensors; ``mask`` is 0/1 (float64), ``loss_weight`` the
-    per-pixel loss weight (``None``: all pixels equal).
+    per-pixel loss weight (``None``: all pixels equal), ``loss_filter`` optional gains on the
+    ``rfft2`` grid (:func:`whitening_filter`) applied to the error before it is squared.
     """
 
     x: Tensor
@@ -59,15 +128,24 @@ class Problem:
     y0: Tensor
     mask: Tensor
     loss_weight: Tensor | None = None
+    loss_filter: Tensor | None = None
 
     def __post_init__(self) -> None:
         diff = (self.target - self.y0).double() * self.mask
         self.dt = diff
         self.denom = float((diff * diff).sum())
 
+    def filtered(self, v: Tensor) -> Tensor:
+        """``v`` filtered with ``loss_filter`` (unchanged without one)."""
+        if self.loss_filter is None:
+            return v
+        spec = torch.fft.rfft2(v) * self.loss_filter.to(v.device)
+        return torch.fft.irfft2(spec, s=tuple(v.shape[-2:]))
+
     def loss(self, y: Tensor) -> Tensor:
-        """Mean squared error to the bound in HU^2, weighted by ``loss_weight`` if given."""
-        sq = (y - self.target) ** 2
+        """Mean squared error to the bound in HU^2, weighted by ``loss_weight`` if given (and
+        of the filtered error, with ``loss_filter``)."""
+        sq = self.filtered(y - self.target) ** 2
         if self.loss_weight is None:
             return sq.mean()
         return (sq * self.loss_weight).sum() / self.loss_weight.sum()
