@@ -13,9 +13,11 @@ that one run:
   slice -- its page data (``/api/result``) and the default plus every candidate rendered on
   demand from the saved weights (``/api/slice``), through the viewer's ASGI app loaded from
   the folder alone (it loads the model from ``run.json``). Measured twice: when the default's
-  weights are listed (the default alone) and when the fine-tuning has listed every
-  candidate (the whole slider). The run waits while the viewer renders, and those seconds
-  are taken out of the run's times;
+  weights and the blend previews are listed (the default and the previews of the slice,
+  rendered from its input, default and t_low; ``ctdid run`` shows previews, so the run does
+  too unless ``--no-previews``: then the default alone) and when the fine-tuning has listed
+  every candidate (the whole slider). The run waits while the viewer renders, and those
+  seconds are taken out of the run's times;
 * **stored**: when the first candidate volume (the default) and when the last one is on
   disk -- what a viewer that only shows stored volumes can show, and the end of the run;
 * peak resident memory of the child (``ru_maxrss``) and the size of the result folder.
@@ -78,32 +80,45 @@ def view_slice(folder: Path, z: int) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         "result_seconds": t_doc,
         "entries": len(doc["view_order"]),
+        "previews": sum(1 for c in doc["view_order"] if isinstance(c, str)),
         "on_demand": how.count("on-demand"),
         "on_demand_available": doc["on_demand"]["available"],
     }
 
 
 def one_scan(
-    z: int, *, size: int, realisations: int, threads: int, work: Path, method: str = "did"
+    z: int,
+    *,
+    size: int,
+    realisations: int,
+    threads: int,
+    work: Path,
+    method: str = "did",
+    previews: bool = True,
 ) -> dict[str, Any]:
     """Run one scan of ``z`` slices with the viewer probed during the run; its figures.
 
     ``method="auto"`` (``ctdid run``'s default: blend and iterates, each slice on its own)
     lists nothing to render on demand: it renders and lists the default volume before the
     slices' candidates, and the viewer is probed when that is listed (first view) and when
-    the last candidate is (slider).
+    the last candidate is (slider). ``previews`` (``ctdid run``'s default; ``did`` only):
+    the first view is probed when the previews are listed, with the default.
     """
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _one_scan(z, size=size, realisations=realisations, work=work, method=method)
+        return _one_scan(
+            z, size=size, realisations=realisations, work=work, method=method, previews=previews
+        )
     finally:
         torch.set_num_threads(before)
 
 
-def _one_scan(z: int, *, size: int, realisations: int, work: Path, method: str) -> dict[str, Any]:
+def _one_scan(
+    z: int, *, size: int, realisations: int, work: Path, method: str, previews: bool
+) -> dict[str, Any]:
     from ctdid.runner import RunProgress, run_did
     from ctdid.runner.console import load_denoiser
 
@@ -125,9 +140,10 @@ def _one_scan(z: int, *, size: int, realisations: int, work: Path, method: str) 
         paused[0] += time.perf_counter() - t
 
     shared = method == "did"
+    first_stage = "preview" if shared and previews else "rendering"
 
     def progress(p: RunProgress) -> None:
-        if p.stage == "rendering" and "default_view" not in marks:
+        if p.stage == first_stage and "default_view" not in marks:
             probe("default_view")
         elif shared and p.stage == "render" and "slider_view" not in marks:
             probe("slider_view")  # the fine-tuning is done: every candidate listed
@@ -149,6 +165,7 @@ def _one_scan(z: int, *, size: int, realisations: int, work: Path, method: str) 
         model_info=info,
         seed=0,
         progress=progress,
+        previews=previews,
     )
     total = time.perf_counter() - start[0] - paused[0]
     size_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
@@ -158,6 +175,7 @@ def _one_scan(z: int, *, size: int, realisations: int, work: Path, method: str) 
             marks[name] = {"at_s": marks[fallback], "seconds": 0.0, "entries": 0, "on_demand": 0}
     out = {
         "method": method,
+        "previews": bool(previews and shared),
         "slices": z,
         "shape": list(scan.shape),
         "make_scan_s": make_s,
@@ -179,7 +197,7 @@ def _child(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     res = one_scan(
         args.child, size=args.size, realisations=args.realisations, threads=args.threads,
-        work=Path(args.work), method=args.method,
+        work=Path(args.work), method=args.method, previews=not args.no_previews,
     )  # fmt: skip
     print("RESULT " + json.dumps(res), flush=True)
 
@@ -193,6 +211,10 @@ def main() -> None:
     ap.add_argument(
         "--method", choices=("did", "auto"), default="did",
         help="did: the shared trajectory (default); auto: ctdid run's default.",
+    )  # fmt: skip
+    ap.add_argument(
+        "--no-previews", action="store_true",
+        help="--method did without blend previews (the first view: the default alone).",
     )  # fmt: skip
     ap.add_argument("--out", type=Path, help="Write the results as JSON.")
     ap.add_argument("--quick", action="store_true", help="6 slices of 128 px: a check.")
@@ -209,13 +231,17 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"load {os.getloadavg()[0]:.2f}; {args.size} px, {args.realisations} realisations, "
-          f"fast mode, --method {args.method}, unet-d25, {args.threads} threads")  # fmt: skip
+          f"fast mode, --method {args.method}"
+          f"{' without previews' if args.no_previews else ''}, unet-d25, "
+          f"{args.threads} threads")  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="ctdid-bench-volume-") as work:
         for z in sizes:
             cmd = [sys.executable, __file__, "--child", str(z), "--size", str(args.size),
                    "--realisations", str(args.realisations), "--threads", str(args.threads),
                    "--work", work, "--method", args.method]  # fmt: skip
+            if args.no_previews:
+                cmd.append("--no-previews")
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -224,7 +250,9 @@ def main() -> None:
             rows.append(res)
             m = res["marks"]
             if m["default_view"]["on_demand"]:
-                how = (f"default on demand; stored default {m['first_stored_s']:6.1f} s, "
+                n_prev = m["default_view"].get("previews", 0)
+                how = (f"default + {n_prev} previews on demand; stored default "
+                       f"{m['first_stored_s']:6.1f} s, "
                        f"{m['first_stored_s'] / res['first_view_s']:.1f}x later")  # fmt: skip
             else:  # per slice: before the default was listed first, nothing showed until
                 # every slice was done (the slider's time, less the default's own pass)

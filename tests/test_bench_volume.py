@@ -13,8 +13,9 @@ def test_one_scan_probes_the_viewer_before_the_volumes(tmp_path: Path) -> None:
     with benchmark_module("bench_volume") as bv:
         res = bv.one_scan(4, size=64, realisations=2, threads=1, work=tmp_path)
     first, slider = res["marks"]["default_view"], res["marks"]["slider_view"]
-    # the default's weights listed: the default alone, rendered on demand
-    assert first["on_demand_available"] and first["entries"] == first["on_demand"] == 1
+    # the default's weights and the previews listed: all rendered on demand for the slice
+    assert res["previews"] and first["on_demand_available"]
+    assert first["entries"] == first["on_demand"] == 1 + first["previews"] > 1
     # the fine-tuning done: every candidate on the slider, all on demand, none stored yet
     assert slider["entries"] == slider["on_demand"] == res["candidates"] >= 3
     assert res["first_view_s"] < res["marks"]["first_stored_s"] <= res["marks"]["last_stored_s"]
@@ -23,6 +24,15 @@ def test_one_scan_probes_the_viewer_before_the_volumes(tmp_path: Path) -> None:
     assert res["marks"]["last_stored_s"] <= res["total_s"]
     assert res["shape"] == [4, 64, 64] and res["peak_rss_mb"] > 0
     assert not (tmp_path / "scan4").exists()  # the scan's folder is removed
+    assert slider["previews"] == 0  # DID's candidates replaced them all
+
+
+def test_one_scan_without_previews_shows_the_default_alone(tmp_path: Path) -> None:
+    with benchmark_module("bench_volume") as bv:
+        res = bv.one_scan(3, size=64, realisations=1, threads=1, work=tmp_path, previews=False)
+    first = res["marks"]["default_view"]
+    assert not res["previews"] and first["entries"] == first["on_demand"] == 1
+    assert first["previews"] == 0
 
 
 def test_auto_method_shows_the_stored_default_first(tmp_path: Path) -> None:

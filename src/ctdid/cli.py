@@ -423,9 +423,10 @@ PreviewsOpt = Annotated[
     bool,
     typer.Option(
         "--previews/--no-previews",
-        help="--method did, one slice: show pixel-blend previews over the whole strength "
-        "range as soon as the default exists (previews/, run.json 'previews'); DID's "
-        "candidates replace them as they arrive, the finished folder is the same.",
+        help="--method did: show pixel-blend previews over the whole strength range as soon "
+        "as the default exists (one slice: previews/; a volume: rendered by the viewer for the "
+        "slice shown; run.json 'previews'); DID's candidates replace them as they arrive, the "
+        "finished folder is the same.",
     ),
 ]
 

@@ -43,7 +43,11 @@ While a volume's shared trajectory runs, ``run.json`` also lists under ``renderi
 candidates whose weights are saved but whose volume is not complete yet (the default at once,
 each fine-tuned candidate as it is made; strength and progress measured on the training
 slices). A viewer renders their slices on demand from the weights; each leaves ``rendering``
-when its volume is listed under ``candidates``, and a finished run lists none.
+when its volume is listed under ``candidates``, and a finished run lists none. With previews
+on, it also lists under ``previews``, from the start until the fine-tuning ends, pixel-blend
+previews with no file (``"on_demand": true``): a viewer renders the slice it shows as the
+blend of that slice of the input, the default and t_low; each DID candidate replaces the
+previews of its side it has reached, as for single slices.
 """
 
 from __future__ import annotations
@@ -106,6 +110,10 @@ class CandidateRecord:
         True for a preview (a pixel blend shown while DID runs; listed under ``previews`` in
         ``run.json``, file ``previews/p{id:03d}.npy``, ids counted apart from the
         candidates'); False for a candidate (the key is then left out of ``run.json``).
+    on_demand : bool
+        True for a preview of a volume's shared trajectory: it has no file; a viewer renders
+        the slice it shows as the blend of that slice of the input, the default and t_low
+        (:func:`ctdid.core.did.preview_image`). Left out of ``run.json`` when False.
     """
 
     id: int
@@ -117,6 +125,7 @@ class CandidateRecord:
     labels: Mapping[str, float] = dataclasses.field(default_factory=dict)
     weights: str | None = None
     preview: bool = False
+    on_demand: bool = False
 
     @property
     def file(self) -> str:
@@ -144,6 +153,8 @@ class CandidateRecord:
         d = dataclasses.asdict(self)
         if not self.preview:
             del d["preview"]
+        if not self.on_demand:
+            del d["on_demand"]
         d["labels"] = {k: float(v) for k, v in self.labels.items()}
         d["file"] = self.file
         return d
@@ -171,6 +182,7 @@ def _records_from_doc(doc: Mapping[str, Any], key: str = "candidates") -> list[C
             labels=dict(c.get("labels", {})),
             weights=None if c.get("weights") is None else str(c["weights"]),
             preview=bool(c.get("preview", False)),
+            on_demand=bool(c.get("on_demand", False)),
         )
         for c in doc.get(key, None) or []
     ]
@@ -309,6 +321,32 @@ class ResultWriter:
         self._preview_ids += 1
         (self.folder / _PREVIEWS).mkdir(exist_ok=True)
         _save_npy_atomic(self.folder / rec.file, arr, overwrite=True)
+        self.previews.append(rec)
+        if write_json:
+            self._write_json()
+        return rec
+
+    def list_preview_on_demand(
+        self,
+        *,
+        direction: str,
+        strength: float,
+        elapsed_s: float,
+        write_json: bool = True,
+    ) -> CandidateRecord:
+        """List a preview of a volume that has no file: a viewer renders its slices on demand
+        (the blend of the input, the default and t_low at ``strength``).
+
+        Returns its record (``preview=True``, ``on_demand=True``, progress ``|strength|``).
+        """
+        if direction not in ("high", "low") or not 0.0 < abs(float(strength)) <= 1.0:
+            raise ValueError(f"not a preview: direction {direction!r}, strength {strength!r}")
+        rec = CandidateRecord(
+            id=self._preview_ids, direction=direction, strength=float(strength), step=0,
+            progress=abs(float(strength)), elapsed_s=float(elapsed_s), preview=True,
+            on_demand=True,
+        )  # fmt: skip
+        self._preview_ids += 1
         self.previews.append(rec)
         if write_json:
             self._write_json()
@@ -618,6 +656,9 @@ class ResultReader:
         if record_id not in self.previews:
             raise InputError(f"no preview {record_id} (replaced by DID's candidates?)",
                              path=self.folder)  # fmt: skip
+        if self.previews[record_id].on_demand:
+            raise InputError(f"preview {record_id} has no file: it is rendered on demand, "
+                             "slice by slice, by the viewer", path=self.folder)  # fmt: skip
         return self._load(self.previews[record_id].file, mmap)
 
     def candidate_weights(self, record_id: int) -> dict[str, Any]:

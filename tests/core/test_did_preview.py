@@ -10,7 +10,7 @@ import torch
 
 from ctdid.baselines import blend_stack
 from ctdid.core import Candidate, InteractiveDenoiser
-from ctdid.core.did import LiveCandidates, blend_previews, replaces
+from ctdid.core.did import LiveCandidates, blend_previews, preview_image, replaces
 from tiny_run_model import Tiny, disk_scan
 
 torch.set_num_threads(1)
@@ -144,6 +144,18 @@ def test_blend_previews_checks():
     one = blend_previews(a, a + 1, a + 3, n_candidates=2, directions=("low",))
     assert [c.strength for c in one] == [0.5, 1.0]
     np.testing.assert_array_equal(one[0].image, a + 2)
+
+
+def test_preview_image_is_the_preview_of_its_strength():
+    rng = np.random.default_rng(0)
+    x, y0, t = (rng.normal(0, 50, (2, 9, 7)).astype(np.float32) for _ in range(3))
+    for c in blend_previews(x, y0, t, n_candidates=3):
+        np.testing.assert_array_equal(preview_image(x, y0, t, strength=c.strength), c.image)
+    np.testing.assert_array_equal(preview_image(x, y0, t, strength=0.0), y0)
+    with pytest.raises(ValueError, match="strength"):
+        preview_image(x, y0, t, strength=1.5)
+    with pytest.raises(ValueError, match="shapes differ"):
+        preview_image(x, y0, t[:1], strength=0.5)
 
 
 def test_one_direction_previews_only_that_side(noisy):

@@ -146,7 +146,7 @@ def test_previews_are_not_compared_on_resume(runs, tmp_path):
     assert again.already_done
 
 
-def test_baselines_and_volumes_make_no_previews(tmp_path):
+def test_baselines_make_no_previews(tmp_path):
     stages: list[str] = []
     run_did(disk_scan(N, seed=1), Tiny(), out_dir=tmp_path / "blend", method="blend",
             n_candidates=2, previews=True, progress=lambda p: stages.append(p.stage))  # fmt: skip

@@ -445,3 +445,64 @@ def _browse_on_demand(open_page: Any, folder: Path, vol: Any, engine: Any, model
     assert "once the volume is complete" in page.inner_text("#pick-status")
     assert not (folder / "picks.json").exists()
     return page
+
+
+def test_volume_previews_rendered_on_demand_then_replaced(open_page: Any, tmp_path: Path) -> None:
+    """A long scan with previews: as soon as the default is listed, the slider runs over blend
+    previews rendered for the slice shown; DID's candidates replace them; none remain."""
+    import threading
+
+    from on_demand_factory import OPTS, TinyHU, disk_volume
+
+    from ctdid.core import InteractiveDenoiser
+    from ctdid.core.did import preview_image
+    from ctdid.runner import RunProgress, run_did
+
+    folder = tmp_path / "scan"
+    vol = disk_volume(n=64, z=5)
+    reached, go_on = threading.Event(), threading.Event()
+
+    def hold(p: RunProgress) -> None:  # the run waits with its previews listed
+        if p.stage == "preview" and not reached.is_set():
+            reached.set()
+            go_on.wait(120)
+
+    run = threading.Thread(
+        target=run_did,
+        args=(vol, TinyHU()),
+        kwargs={"out_dir": folder, "progress": hold, "previews": True, **OPTS},
+    )
+    run.start()
+    try:
+        assert reached.wait(120)
+        n_prev = 2 * int(OPTS["n_candidates"])
+        page = open_page(folder, model=TinyHU())
+        assert page.get_attribute("#cand-slider", "max") == str(n_prev)  # default + previews
+        assert page.get_attribute("#preview-ticks", "data-count") == str(n_prev)
+        assert current_id(page) == 0  # the default, rendered on demand
+        z = int(page.evaluate("window.ctdidViewer.state.z"))
+        order = page.evaluate("window.ctdidViewer.state.order")
+        prev = {p.id: p for p in ResultReader(folder).previews.values()}
+        engine = InteractiveDenoiser(TinyHU())
+        x = np.array(vol.hu[z], dtype=np.float32)
+        y0 = engine.apply(x, batch_size=1)
+        t_low = engine.apply(engine.apply(y0, batch_size=1), batch_size=1)  # k = 3
+        for i in (0, n_prev):  # both ends: the input and t_low, as previews of slice z
+            key = order[i]
+            assert isinstance(key, str) and key.startswith("p")
+            page.evaluate(f"window.ctdidViewer.setIndex({i}, false)")
+            page.wait_for_function("window.ctdidViewer.allCached()", timeout=10000)
+            assert page.inner_text("#views .view .label") == "preview (blend)"
+            want = preview_image(x, y0, t_low, strength=prev[int(key[1:])].strength)
+            assert np.array_equal(canvas_grey(page), window_to_uint8(slice_int16(want), -160, 240))
+        page.click("#btn-pick")
+        assert "cannot be picked or exported" in page.inner_text("#pick-status")
+    finally:
+        go_on.set()
+        run.join(120)
+    page.wait_for_function(
+        "document.getElementById('run-status').textContent.startsWith('done')", timeout=10000
+    )
+    assert page.get_attribute("#preview-ticks", "data-count") == "0"
+    assert all(isinstance(k, int) for k in page.evaluate("window.ctdidViewer.state.order"))
+    assert page.evaluate("window.ctdidViewer.state.errors") == []

@@ -177,8 +177,11 @@ class RunOptions:
         replaces the previews of its side it has reached, and the rest go when the engine
         ends. True: a slider over the whole range within milliseconds of the default, at the
         cost of writing ``2 n`` more images; the finished folder is the same either way
-        (``run.json`` adds ``previews_shown``). Other methods and volumes make no previews.
-        Not compared on resume. Default False (``ctdid run`` turns it on).
+        (``run.json`` adds ``previews_shown``). A volume's shared trajectory lists the same
+        previews without files (``"on_demand": true``): a viewer renders the slice it shows
+        from the input, the default and t_low; they go when the fine-tuning ends. Other
+        methods and per-slice runs make no previews. Not compared on resume. Default False
+        (``ctdid run`` turns it on).
 
     Raises
     ------

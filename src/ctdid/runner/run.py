@@ -232,9 +232,11 @@ def _make_candidates(
     stream.restore()
     if plan.per_slice:
         return run_per_slice(stream, engine, total)
-    if plan.streamed:
-        return run_volume_shared(stream, engine, total, train_slices=int(options.train_slices))
     previews = options.previews and options.curve.engine_method == "did"
+    if plan.streamed:
+        return run_volume_shared(
+            stream, engine, total, train_slices=int(options.train_slices), previews=previews
+        )
     return run_single(stream, engine, total, previews=previews)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,31 @@ class CandidateStream:
         if last:
             self.label_deferred()
         return rec
+
+    def list_volume_previews(self, *, n: int, directions: Sequence[str]) -> None:
+        """List the on-demand previews of a volume (no files): ``n`` per direction at
+        ``s = +-i/n``, all in one rewrite of ``run.json``; the viewer renders their slices."""
+        self.preview_n = int(n)
+        grid = [
+            (direction, (-1.0 if direction == "high" else 1.0) * i / self.preview_n)
+            for direction in directions
+            for i in range(1, self.preview_n + 1)
+        ]
+        made = []
+        for j, (direction, strength) in enumerate(grid):
+            rec = self.writer.list_preview_on_demand(
+                direction=direction, strength=strength,
+                elapsed_s=time.perf_counter() - self.start, write_json=j == len(grid) - 1,
+            )  # fmt: skip
+            self._previews[rec.id] = SimpleNamespace(
+                preview=True, direction=direction, strength=rec.strength
+            )
+            made.append(rec)
+        if not made:
+            return
+        self.previews_shown += len(made)
+        self.previews_ready_s = time.perf_counter() - self.start
+        self.emit("preview", self.previews_shown, self.previews_shown, made[-1])
 
     def replace_previews(self, cand: Any | None) -> None:
         """Drop the previews that candidate ``cand`` replaces; all of them for None."""

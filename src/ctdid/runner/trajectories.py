@@ -80,13 +80,21 @@ def run_single(
 
 
 def run_volume_shared(
-    stream: CandidateStream, engine: Any, total: int | None, *, train_slices: int
+    stream: CandidateStream,
+    engine: Any,
+    total: int | None,
+    *,
+    train_slices: int,
+    previews: bool = False,
 ) -> dict[str, Any]:
     """Shared trajectory of a volume: fine-tuning, then the default and candidate volumes.
 
     The default's weights are saved and listed under ``rendering`` first, each fine-tuned
     candidate's as it is made: a viewer shows any slice of them on demand long before
-    their volumes are complete (rendered after the fine-tuning, in id order).
+    their volumes are complete (rendered after the fine-tuning, in id order). With
+    ``previews``, blend previews with no file are listed with the default (the viewer renders
+    the slice it shows from the input, the default and t_low); each fine-tuned candidate
+    replaces those of its side it has reached, and the rest go when the fine-tuning ends.
     """
     from ctdid.core import body_mask
 
@@ -117,7 +125,10 @@ def run_volume_shared(
         _list_rendering(stream, 0, "default", 0.0, 0, default_weights)
     ft = st.get("finetune")
     if ft is None:
+        if previews:
+            stream.list_volume_previews(n=engine.n_candidates, directions=engine.directions)
         ft = _finetune(stream, engine, total, idx, mask)
+        stream.replace_previews(None)
     else:  # resumed: the weights made are renderable again
         for entry in ft["candidates"]:
             if int(entry["id"]) >= len(writer.records):
@@ -140,9 +151,19 @@ def run_volume_shared(
 
 
 def _list_rendering(
-    stream: CandidateStream, cid: int, direction: str, strength: float, step: int, weights: str
+    stream: CandidateStream,
+    cid: int,
+    direction: str,
+    strength: float,
+    step: int,
+    weights: str,
+    made: Any = None,
 ) -> None:
-    """List candidate ``cid`` under ``rendering``: its weights are saved, its volume is not."""
+    """List candidate ``cid`` under ``rendering``: its weights are saved, its volume is not.
+
+    ``made``: the engine's candidate; the previews it replaces are dropped before the progress
+    callback hears of it.
+    """
     from ctdid.results import CandidateRecord
 
     rec = CandidateRecord(
@@ -150,6 +171,8 @@ def _list_rendering(
         elapsed_s=time.perf_counter() - stream.start, weights=weights,
     )  # fmt: skip
     stream.writer.list_rendering(rec)
+    if made is not None:
+        stream.replace_previews(made)
     stream.emit("rendering", len(stream.writer.rendering), None, rec)
 
 
@@ -189,7 +212,7 @@ def _finetune(
             {"id": cid, "direction": c.direction, "step": c.step, "weights": rel,
              "strength": strength}
         )  # fmt: skip
-        _list_rendering(stream, cid, str(c.direction), strength, int(c.step), rel)
+        _list_rendering(stream, cid, str(c.direction), strength, int(c.step), rel, made=c)
         stream.emit("finetune", len(made), None if expected is None else max(expected, cid))
 
     t_ft = time.perf_counter()

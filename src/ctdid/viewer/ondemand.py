@@ -8,6 +8,11 @@ the slice the viewer shows, from those weights, with the run's model: one forwar
 0.07 s for a 512 x 512 slice with ``unet-d25`` on 2 CPU cores). Rendered slices are kept in a
 memory cache bounded in bytes.
 
+It also renders the slices of a volume's on-demand previews (pixel blends listed under
+``previews`` with ``"on_demand": true`` while the fine-tuning runs): the blend of the slice of
+the input, the default ``phi(x)`` and t_low ``phi^k(x)`` (:func:`ctdid.core.did.preview_image`),
+``k`` forward passes per slice, shared by every preview of that slice.
+
 The run's model comes from the caller (``ctdid run --view`` passes its own) or is loaded from
 ``run.json``'s ``model`` entry (its ``spec``, ``weights`` and ``card``, as ``ctdid run`` loaded
 it); either way its state-dict SHA-256 must equal ``run.json``'s, so a slice is never rendered
@@ -67,7 +72,7 @@ class OnDemandRenderer:
         self._engine: Any = None
         self._why_not: str | None = None
         self._lock = threading.Lock()
-        self._cache: collections.OrderedDict[tuple[int, int], NDArray[np.float32]] = (
+        self._cache: collections.OrderedDict[tuple[Any, ...], NDArray[np.float32]] = (
             collections.OrderedDict()
         )
         self._cache_bytes = int(cache_bytes)
@@ -116,15 +121,70 @@ class OnDemandRenderer:
                 image = self._engine.apply(x, weights=self._weights[1], batch_size=1)
             except ValueError as exc:  # weights of another architecture
                 raise InputError(f"cannot render candidate {cid}: {exc}") from None
-            image = np.asarray(image, dtype=np.float32)
-            image.setflags(write=False)
             self.rendered += 1
-            self._cache[key] = image
-            self._held += image.nbytes
-            while self._held > self._cache_bytes and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._held -= old.nbytes
-            return image
+            return self._keep(key, image)
+
+    def preview_slice(self, reader: ResultReader, pid: int, z: int) -> NDArray[np.float32]:
+        """Slice ``z`` of on-demand preview ``pid`` (listed under ``previews``), HU (y, x):
+        bit for bit :func:`ctdid.core.did.preview_image` of that slice of the input, the
+        default and t_low (the run's ``k``), these two computed once per slice.
+
+        Raises
+        ------
+        InputError
+            The preview is not listed (replaced by DID's candidates meanwhile) or has a file,
+            the slice is out of range, or on-demand rendering is unavailable (says why).
+        """
+        from ctdid.core.did import preview_image
+
+        key = ("preview", int(pid), int(z))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            rec = reader.previews.get(int(pid))
+            if rec is None or not rec.on_demand:
+                raise InputError(f"no on-demand preview {pid}", path=self.folder)
+            n = reader.shape[0]
+            if not 0 <= z < n:
+                raise InputError(f"slice {z} out of range 0..{n - 1}", path=self.folder)
+            self._ensure_engine(reader.doc)
+            if self._engine is None:
+                raise InputError(f"cannot render on demand: {self._why_not}", path=self.folder)
+            x = np.array(reader.input()[z], dtype=np.float32)
+            y0, t_low = self._bounds(reader, x, int(z))
+            image = preview_image(x, y0, t_low, strength=rec.strength)
+            return self._keep(key, image)
+
+    def _bounds(
+        self, reader: ResultReader, x: NDArray[np.float32], z: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The default and t_low of slice ``z`` (``x``), cached: the model applied once and
+        ``k`` times in a row, ``k`` from ``run.json``'s config."""
+        keys = (("default", z), ("t_low", z))
+        if all(key in self._cache for key in keys):
+            for key in keys:
+                self._cache.move_to_end(key)
+            return self._cache[keys[0]], self._cache[keys[1]]
+        k = int((reader.doc.get("config") or {}).get("k", 3))
+        y0 = np.asarray(self._engine.apply(x, batch_size=1), dtype=np.float32)
+        t = y0
+        for _ in range(k - 1):
+            t = np.asarray(self._engine.apply(t, batch_size=1), dtype=np.float32)
+        self.rendered += k
+        return self._keep(keys[0], y0), self._keep(keys[1], t)
+
+    def _keep(self, key: tuple[Any, ...], image: Any) -> NDArray[np.float32]:
+        """Cache ``image`` (read-only float32) under ``key``, dropping the oldest over budget."""
+        image = np.array(image, dtype=np.float32)
+        image.setflags(write=False)
+        self._cache[key] = image
+        self._held += image.nbytes
+        while self._held > self._cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._held -= old.nbytes
+        return image
 
     def _ensure_engine(self, doc: Mapping[str, Any]) -> None:
         if self._engine is not None or self._why_not is not None:

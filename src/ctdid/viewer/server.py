@@ -18,7 +18,10 @@ demand from the weights with the run's model (:class:`ctdid.viewer.ondemand.OnDe
 header ``X-Rendered: on-demand``) and cached; once the volume is listed, slices come from disk.
 ``/api/result`` lists them under ``rendering`` (and in ``view_order``) when the model is at
 hand, and says under ``on_demand`` whether it is and why not. They cannot be picked or
-exported until their volume is complete (409).
+exported until their volume is complete (409). A volume's previews (``"on_demand": true``, no
+file) are rendered the same way, slice by slice, as the blend of the input, the default and
+t_low (:meth:`ctdid.viewer.ondemand.OnDemandRenderer.preview_slice`), and listed only when the
+model is at hand.
 
 Security: bound to 127.0.0.1 by default, with a Host-header check against DNS rebinding. Binding
 to another address needs ``allow_remote=True`` and then every request must carry a random token
@@ -240,7 +243,8 @@ def view_order(reader: ResultReader, *, rendering: bool = False) -> list[int | s
 
     Candidates keep ``run.json``'s ``order``; each listed preview goes in at its strength
     (after the candidates of equal strength). With ``rendering``, the candidates listed under
-    ``rendering`` (shown on demand) go in at their strength too.
+    ``rendering`` (shown on demand) go in at their strength too; without it, so do not the
+    previews rendered on demand (a volume's, ``on_demand``).
     """
     cands = reader.ordered()
     if rendering and reader.rendering:
@@ -249,7 +253,10 @@ def view_order(reader: ResultReader, *, rendering: bool = False) -> list[int | s
             [*cands, *reader.rendering.values()],
             key=lambda r: (r.strength, rank.get(r.direction, 1), r.id),
         )
-    previews = sorted(reader.previews.values(), key=lambda r: (r.strength, r.id))
+    previews = sorted(
+        (r for r in reader.previews.values() if rendering or not r.on_demand),
+        key=lambda r: (r.strength, r.id),
+    )
     merged: list[int | str] = []
     i = 0
     for rec in cands:
@@ -324,9 +331,33 @@ class _Result:
             reader = self.reader(refresh=True)  # not known yet, or its volume may be listed
         return cid if cid in reader.rendering and cid not in reader.records else None
 
+    def on_demand_preview_id(self, cand: Any) -> int | None:
+        """The id of preview key ``cand`` if that preview is listed and rendered on demand."""
+        match = _PREVIEW_KEY.match(cand) if isinstance(cand, str) else None
+        if match is None:
+            return None
+        pid = int(match.group(1))
+        rec = self.reader().previews.get(pid)
+        if rec is None:
+            rec = self.reader(refresh=True).previews.get(pid)
+        return pid if rec is not None and rec.on_demand else None
+
     def image_slice(self, cand: str, z: int) -> tuple[NDArray[np.float32], int, bool]:
         """Slice ``z`` of the input, a candidate or a preview: HU (y, x), the number of
         slices, and whether it was rendered on demand."""
+        pid = self.on_demand_preview_id(cand)
+        if pid is not None:
+            reader = self.reader()
+            if not 0 <= z < reader.shape[0]:
+                raise _HTTPError(404, f"slice {z} out of range 0..{reader.shape[0] - 1}")
+            try:
+                return self.renderer.preview_slice(reader, pid, z), reader.shape[0], True
+            except InputError as exc:
+                if pid not in self.reader(refresh=True).previews:
+                    raise _HTTPError(
+                        404, f"preview {cand} is gone: replaced by DID's candidates"
+                    ) from None
+                raise _HTTPError(503, str(exc)) from None
         cid = self.rendering_id(cand)
         if cid is None:
             volume = self.volume(cand)
@@ -454,7 +485,7 @@ def _read_routes(result: _Result) -> list[Route]:
 
     def read() -> tuple[ResultReader, bool, str | None]:
         reader = result.reader(refresh=True)
-        if not reader.rendering:
+        if not reader.rendering and not any(r.on_demand for r in reader.previews.values()):
             return reader, False, None
         ok, why = result.renderer.status(reader.doc)  # loads the model the first time
         return reader, ok, why
@@ -475,6 +506,7 @@ def _read_routes(result: _Result) -> list[Route]:
         doc["previews"] = [
             {**rec.to_json(), "key": preview_key(rec.id)}
             for rec in sorted(reader.previews.values(), key=lambda r: r.id)
+            if on_demand or not rec.on_demand
         ]
         doc["view_order"] = view_order(reader, rendering=on_demand)
         default = reader.default_record()

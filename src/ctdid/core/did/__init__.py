@@ -76,7 +76,7 @@ adam_experimental`), :mod:`~ctdid.core.did.preview` (the instant blend previews)
 
 from ctdid.core.did.engine import InteractiveDenoiser
 from ctdid.core.did.options import DIDOptions, Mode, StepControl
-from ctdid.core.did.preview import LiveCandidates, blend_previews, replaces
+from ctdid.core.did.preview import LiveCandidates, blend_previews, preview_image, replaces
 from ctdid.core.did.problem import progress
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "Mode",
     "StepControl",
     "blend_previews",
+    "preview_image",
     "progress",
     "replaces",
 ]

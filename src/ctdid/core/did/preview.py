@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from ctdid.core.candidates import Candidate
 
-__all__ = ["LiveCandidates", "blend_previews", "replaces"]
+__all__ = ["LiveCandidates", "blend_previews", "preview_image", "replaces"]
 
 _RANK = {"high": 0, "default": 1, "low": 2}
 
@@ -38,6 +38,45 @@ def _blend(y0: NDArray[np.float32], end: NDArray[np.float32], a: float) -> NDArr
     out = y0.copy()
     out += np.float32(a) * (end - y0)
     return out
+
+
+def preview_image(
+    x: NDArray[np.float32],
+    default: NDArray[np.float32],
+    t_low: NDArray[np.float32],
+    *,
+    strength: float,
+) -> NDArray[np.float32]:
+    """The preview at one strength: the pixel blend :func:`blend_previews` makes there.
+
+    Parameters
+    ----------
+    x, default, t_low : ndarray of float32
+        The noisy input, the default ``phi(x)`` and the low-noise bound ``phi^k(x)``, HU, all
+        the same shape (e.g. one slice of a volume, for a viewer rendering previews on demand).
+    strength : float
+        In [-1, 1]: ``s < 0`` toward the input (``(1 - |s|) y0 + |s| x``: sharper, noisier),
+        ``s > 0`` toward ``t_low`` (smoother), 0 the default.
+
+    Returns
+    -------
+    ndarray of float32
+        Bit for bit the image :func:`blend_previews` gives the preview of that strength.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``strength`` is outside [-1, 1].
+    """
+    y0 = np.asarray(default, dtype=np.float32)
+    end = np.asarray(x if strength < 0 else t_low, dtype=np.float32)
+    if not (np.shape(x) == y0.shape == np.shape(t_low)):
+        raise ValueError(
+            f"shapes differ: x {np.shape(x)}, default {y0.shape}, t_low {np.shape(t_low)}"
+        )
+    if not -1.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [-1, 1], got {strength!r}")
+    return _blend(y0, end, abs(float(strength)))
 
 
 def blend_previews(
