@@ -243,8 +243,8 @@ def view_order(reader: ResultReader, *, rendering: bool = False) -> list[int | s
 
     Candidates keep ``run.json``'s ``order``; each listed preview goes in at its strength
     (after the candidates of equal strength). With ``rendering``, the candidates listed under
-    ``rendering`` (shown on demand) go in at their strength too; without it, so do not the
-    previews rendered on demand (a volume's, ``on_demand``).
+    ``rendering`` (shown on demand) go in at their strength too; without it, the previews
+    rendered on demand (a volume's, ``on_demand``) are left out as well.
     """
     cands = reader.ordered()
     if rendering and reader.rendering:
