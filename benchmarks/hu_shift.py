@@ -95,11 +95,14 @@ def roi_shift(
     return float(d.mean()), se
 
 
-def check_measures(case: Any) -> list[dict[str, float]]:
+def check_measures(
+    case: Any, *, rois: Sequence[tuple[Any, ...]] | None = None
+) -> list[dict[str, float]]:
     """Both measures applied to Gaussian blurs of the input (:data:`CHECK_SIGMAS`), minus the
-    input's own: a linear blur keeps every mean, so a bias measure should read about 0."""
+    input's own: a linear blur keeps every mean, so a bias measure should read about 0.
+    ``rois``: the case's :func:`flat_rois` (found when not given)."""
     soft = soft_tissue(case.normal, case.body)
-    rois = flat_rois(case)
+    rois = flat_rois(case) if rois is None else rois
     roi_in, _ = roi_shift(case.low, case.normal, rois)
     band_in = shift(case.low, case.normal, soft)
     rows = []
@@ -134,11 +137,13 @@ def tiled(model: torch.nn.Module, hu: NDArray[Any]) -> NDArray[np.float32]:
     return (acc / weight).astype(np.float32)
 
 
-def measure(model: torch.nn.Module, case: Any) -> dict[str, float]:
-    """The shifts and RMSEs of one model on one case (HU)."""
+def measure(
+    model: torch.nn.Module, case: Any, *, rois: Sequence[tuple[Any, ...]] | None = None
+) -> dict[str, float]:
+    """The shifts and RMSEs of one model on one case (HU); ``rois`` as :func:`check_measures`."""
     low, normal, body = case.low, case.normal, case.body
     soft = soft_tissue(normal, body)
-    rois = flat_rois(case)
+    rois = flat_rois(case) if rois is None else rois
     whole = ev.denoise(model, low)
     roi, roi_se = roi_shift(whole, normal, rois)
     cy, cx = (s // 2 for s in low.shape)
@@ -215,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Check of the measures: Gaussian blur of the input minus the input (should be ~0)")
     print("| input | sigma (px) | ROI measure (+- se) | band mask |")
     print("|---|---|---|---|")
+    rois = {case.name: flat_rois(case) for case in cases}  # found once per case
     for case in cases:
-        for row in check_measures(case):
+        for row in check_measures(case, rois=rois[case.name]):
             print(
                 f"| {case.name} | {row['sigma_px']:g} | {row['roi']:+.2f} (+-{row['roi_se']:.2f}) "
                 f"| {row['band']:+.2f} |"
@@ -230,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_model: dict[str, dict[str, dict[str, float]]] = {}
     for name, model in models.items():
         for case in cases:
-            m = measure(model, case)
+            m = measure(model, case, rois=rois[case.name])
             per_model.setdefault(name, {})[case.name] = m
             print(
                 f"| {name} | {case.name} | {m['roi']:+.1f} +- {m['roi_se']:.1f} | "

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from on_demand_factory import OPTS, TinyHU, Z, disk_volume, stopped_run
+from on_demand_factory import OPTS, TinyHU, Z, client, disk_volume, slice_of, stopped_run
 
 from ctdid.core import InteractiveDenoiser
 from ctdid.errors import InputError
 from ctdid.results import ResultReader
 from ctdid.runner import run_did
 from ctdid.viewer.ondemand import OnDemandRenderer
-from ctdid.viewer.server import create_app, slice_int16
-
-with warnings.catch_warnings():  # starlette >= 1.0 asks for httpx2 (not installed)
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
-
-
-def client(folder: Path, **kw: object) -> TestClient:
-    return TestClient(create_app(folder, **kw), base_url="http://127.0.0.1")
-
-
-def slice_of(c: TestClient, cand: int | str, z: int) -> tuple[np.ndarray, str]:
-    r = c.get(f"/api/slice/{cand}/{z}")
-    assert r.status_code == 200, r.text
-    ny, nx = (int(v) for v in r.headers["X-Shape"].split(","))
-    return np.frombuffer(r.content, dtype="<i2").reshape(ny, nx), r.headers["X-Rendered"]
+from ctdid.viewer.server import slice_int16
 
 
 def test_rendering_candidates_on_demand_then_stored(tmp_path: Path) -> None:

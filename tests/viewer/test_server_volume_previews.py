@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from on_demand_factory import OPTS, TinyHU, Z, disk_volume
+from on_demand_factory import OPTS, TinyHU, Z, client, disk_volume, slice_of
 
 from ctdid.core import InteractiveDenoiser
 from ctdid.core.did import preview_image
 from ctdid.results import ResultReader
 from ctdid.runner import RunProgress, run_did
 from ctdid.viewer.ondemand import OnDemandRenderer
-from ctdid.viewer.server import create_app, slice_int16
-
-with warnings.catch_warnings():  # starlette >= 1.0 asks for httpx2 (not installed)
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
+from ctdid.viewer.server import slice_int16
 
 K = 3  # RunOptions' default k
 N_CAND = int(OPTS["n_candidates"])
-
-
-def client(folder: Path, **kw: object) -> TestClient:
-    return TestClient(create_app(folder, **kw), base_url="http://127.0.0.1")
-
-
-def slice_of(c: TestClient, cand: int | str, z: int) -> tuple[np.ndarray, str]:
-    r = c.get(f"/api/slice/{cand}/{z}")
-    assert r.status_code == 200, r.text
-    ny, nx = (int(v) for v in r.headers["X-Shape"].split(","))
-    return np.frombuffer(r.content, dtype="<i2").reshape(ny, nx), r.headers["X-Rendered"]
 
 
 def bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

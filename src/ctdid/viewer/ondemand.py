@@ -102,18 +102,12 @@ class OnDemandRenderer:
         """
         key = (int(cid), int(z))
         with self._lock:
-            hit = self._cache.get(key)
+            hit = self._cached(key)
             if hit is not None:
-                self._cache.move_to_end(key)
                 return hit
             if cid not in reader.rendering:
                 raise InputError(f"candidate {cid} is not being rendered", path=self.folder)
-            n = reader.shape[0]
-            if not 0 <= z < n:
-                raise InputError(f"slice {z} out of range 0..{n - 1}", path=self.folder)
-            self._ensure_engine(reader.doc)
-            if self._engine is None:
-                raise InputError(f"cannot render on demand: {self._why_not}", path=self.folder)
+            self._check_ready(reader, z)
             if self._weights is None or self._weights[0] != cid:
                 self._weights = (int(cid), reader.candidate_weights(cid))
             x = np.array(reader.input()[z], dtype=np.float32)
@@ -139,23 +133,33 @@ class OnDemandRenderer:
 
         key = ("preview", int(pid), int(z))
         with self._lock:
-            hit = self._cache.get(key)
+            hit = self._cached(key)
             if hit is not None:
-                self._cache.move_to_end(key)
                 return hit
             rec = reader.previews.get(int(pid))
             if rec is None or not rec.on_demand:
                 raise InputError(f"no on-demand preview {pid}", path=self.folder)
-            n = reader.shape[0]
-            if not 0 <= z < n:
-                raise InputError(f"slice {z} out of range 0..{n - 1}", path=self.folder)
-            self._ensure_engine(reader.doc)
-            if self._engine is None:
-                raise InputError(f"cannot render on demand: {self._why_not}", path=self.folder)
+            self._check_ready(reader, z)
             x = np.array(reader.input()[z], dtype=np.float32)
             y0, t_low = self._bounds(reader, x, int(z))
             image = preview_image(x, y0, t_low, strength=rec.strength)
             return self._keep(key, image)
+
+    def _cached(self, key: tuple[Any, ...]) -> NDArray[np.float32] | None:
+        """The cached image of ``key`` (now the most recently used), or None."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+        return hit
+
+    def _check_ready(self, reader: ResultReader, z: int) -> None:
+        """InputError unless slice ``z`` exists and the run's model is at hand (loaded now)."""
+        n = reader.shape[0]
+        if not 0 <= z < n:
+            raise InputError(f"slice {z} out of range 0..{n - 1}", path=self.folder)
+        self._ensure_engine(reader.doc)
+        if self._engine is None:
+            raise InputError(f"cannot render on demand: {self._why_not}", path=self.folder)
 
     def _bounds(
         self, reader: ResultReader, x: NDArray[np.float32], z: int
@@ -163,10 +167,9 @@ class OnDemandRenderer:
         """The default and t_low of slice ``z`` (``x``), cached: the model applied once and
         ``k`` times in a row, ``k`` from ``run.json``'s config."""
         keys = (("default", z), ("t_low", z))
-        if all(key in self._cache for key in keys):
-            for key in keys:
-                self._cache.move_to_end(key)
-            return self._cache[keys[0]], self._cache[keys[1]]
+        y0_hit, t_hit = self._cached(keys[0]), self._cached(keys[1])
+        if y0_hit is not None and t_hit is not None:
+            return y0_hit, t_hit
         k = int((reader.doc.get("config") or {}).get("k", 3))
         y0 = np.asarray(self._engine.apply(x, batch_size=1), dtype=np.float32)
         t = y0

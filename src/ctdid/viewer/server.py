@@ -346,20 +346,8 @@ class _Result:
         """Slice ``z`` of the input, a candidate or a preview: HU (y, x), the number of
         slices, and whether it was rendered on demand."""
         pid = self.on_demand_preview_id(cand)
-        if pid is not None:
-            reader = self.reader()
-            if not 0 <= z < reader.shape[0]:
-                raise _HTTPError(404, f"slice {z} out of range 0..{reader.shape[0] - 1}")
-            try:
-                return self.renderer.preview_slice(reader, pid, z), reader.shape[0], True
-            except InputError as exc:
-                if pid not in self.reader(refresh=True).previews:
-                    raise _HTTPError(
-                        404, f"preview {cand} is gone: replaced by DID's candidates"
-                    ) from None
-                raise _HTTPError(503, str(exc)) from None
-        cid = self.rendering_id(cand)
-        if cid is None:
+        cid = None if pid is not None else self.rendering_id(cand)
+        if pid is None and cid is None:
             volume = self.volume(cand)
             if not 0 <= z < volume.shape[0]:
                 raise _HTTPError(404, f"slice {z} out of range 0..{volume.shape[0] - 1}")
@@ -368,9 +356,16 @@ class _Result:
         if not 0 <= z < reader.shape[0]:
             raise _HTTPError(404, f"slice {z} out of range 0..{reader.shape[0] - 1}")
         try:
+            if pid is not None:
+                return self.renderer.preview_slice(reader, pid, z), reader.shape[0], True
+            assert cid is not None
             return self.renderer.slice(reader, cid, z), reader.shape[0], True
         except InputError as exc:
-            if cid in self.reader(refresh=True).records:  # listed meanwhile: from disk
+            fresh = self.reader(refresh=True)
+            if pid is not None and pid not in fresh.previews:
+                raise _HTTPError(404, f"preview {cand} is gone: replaced by DID's candidates"
+                                 ) from None  # fmt: skip
+            if cid is not None and cid in fresh.records:  # listed meanwhile: from disk
                 return self.volume(cid)[z], reader.shape[0], False
             raise _HTTPError(503, str(exc)) from None
 
